@@ -1,0 +1,57 @@
+# ig-gate — every target installs what it needs itself (venv, Python packages, Debian packages when root).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBS_TEST := docker-registry nginx chromium wrk redis-server
+DEMO_PORT ?= 8080
+
+.PHONY: help venv deps-debian deps-node demo test lint bench bench-micro clean
+
+help:
+	@echo "make demo         build + sign the example bundle with a fresh dev key, serve a protected demo GraphQL app"
+	@echo "make test         run the whole test suite (installs venv, Debian and npm test dependencies)"
+	@echo "make lint         ruff"
+	@echo "make bench        side-by-side overhead benchmark (bare vs protected), writes bench/results/"
+	@echo "make bench-micro  pytest-benchmark micro-benchmarks"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the tests and benchmarks drive for real; installed with apt-get when we are root.
+deps-debian:
+	@missing=""; for p in $(DEBS_TEST); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -q $$missing || (apt-get update -q && apt-get install -y -q $$missing)) >/dev/null; \
+	  else echo "missing Debian packages:$$missing (run as root or install them)" >&2; exit 1; fi; \
+	fi
+
+deps-node:
+	@if [ -f tests/apollo/package.json ] && [ ! -d tests/apollo/node_modules ]; then \
+	  cd tests/apollo && npm install --no-audit --no-fund --silent; fi
+
+demo: venv
+	$(BIN)/python -m ig_gate.sidecar.demo --port $(DEMO_PORT)
+
+test: venv deps-debian deps-node
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q --benchmark-disable
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv deps-debian
+	$(BIN)/python bench/overhead.py
+
+bench-micro: venv
+	$(BIN)/python -m pytest -q bench --benchmark-only
+
+clean:
+	rm -rf $(VENV) dist build *.egg-info .pytest_cache .benchmarks

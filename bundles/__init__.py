@@ -1,0 +1,1 @@
+"""Policy bundles: OPA bundle format, signing, verification, pinning, distribution, rollout, engine."""

@@ -1,0 +1,1 @@
+"""Client IP resolution, country lookup, tenant geo-fences and travel anomalies."""

@@ -1,0 +1,1 @@
+"""The enforcement core (Gate) and the pure-ASGI ZeroTrustMiddleware around it."""

@@ -1,0 +1,294 @@
+"""Typed settings for the gate and the sidecar: one tree, built from a YAML file and `IG_GATE_*` env vars.
+
+Every setting has a default that works for the demo. Env vars override the file:
+`IG_GATE_IDENTITY__ISSUER=https://idp` sets `identity.issuer` (sections joined by `__`, values parsed
+as YAML scalars, so `IG_GATE_FAILURE_MODE=open` and `IG_GATE_GEO__TRUSTED_PROXIES=[10.0.0.0/8]` work).
+Relative file paths in a YAML file are resolved against the file's directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "IG_GATE_"
+RISK_LEVELS = ("low", "medium", "high")
+
+
+class ConfigError(ValueError):
+    """A setting is missing, unknown or has the wrong type; the message names the key path."""
+
+
+@dataclass(frozen=True, slots=True)
+class BundleSettings:
+    """Where the policy bundle comes from and how it is verified."""
+
+    path: str | None = "dist/policy.tgz"
+    verification_key: str | None = None  # PEM public key, or for HS256 a file with the secret
+    key_alg: str | None = None  # None: inferred from the key (EC -> ES256, RSA -> RS256, secret -> HS256)
+    key_id: str | None = None
+    scope: str | None = None
+    query: str = "data.ig.zt.decision"
+    require_version: str | None = None  # PEP 440 specifier, e.g. ">=2.0,<3"
+    require_digests: tuple[str, ...] = ()
+    allow_unsigned: bool = False  # only for local development; never in production
+    # registry distribution (OCI); when `registry` is set the bundle manager polls `channel`
+    registry: str | None = None
+    repository: str | None = None
+    channel: str = "prod"
+    plain_http: bool = False
+    poll_interval_s: float = 30.0
+    state_dir: str = ".ig-gate/state"
+    remote_opa_url: str | None = None  # ask a remote OPA-compatible PDP instead of the local engine
+
+
+@dataclass(frozen=True, slots=True)
+class StepUpSettings:
+    """What counts as a satisfied step-up (RFC 9470)."""
+
+    acr_values: tuple[str, ...] = ("mfa",)
+    amr_values: tuple[str, ...] = ("mfa", "hwk")
+    max_age: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySettings:
+    """The IdP whose bearer tokens establish the session."""
+
+    issuer: str = "https://idp.example.test"
+    audience: str = "ig-gateway"
+    jwks: str | None = None  # a JWKS file path or an https URL
+    algorithms: tuple[str, ...] = ("ES256", "RS256", "PS256", "EdDSA")
+    leeway_s: int = 30
+    cookie: str | None = None  # read the bearer token from this cookie when no Authorization header
+    tenant_claim: str = "tenant"
+    tenant_header: str | None = None  # e.g. X-Tenant-ID; used only when the token has no tenant claim
+    risk_claim: str = "risk"
+    default_risk: str = "medium"
+    jwks_refresh_s: float = 300.0
+    jwks_min_refresh_interval_s: float = 30.0
+    token_cache_size: int = 10_000
+    stepup: StepUpSettings = field(default_factory=StepUpSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSettings:
+    """Device posture: a signed attestation header (MDM key set) or a token claim."""
+
+    attestation_jwks: str | None = None
+    header: str = "X-Device-Attestation"
+    algorithms: tuple[str, ...] = ("ES256", "RS256", "EdDSA")
+    posture_claim: str | None = None  # read posture from this bearer-token claim when no attestation
+
+
+@dataclass(frozen=True, slots=True)
+class GeoSettings:
+    """Client IP and country resolution."""
+
+    database: str | None = None  # None: the embedded DB-IP Lite country database
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32",)
+    cache_size: int = 65_536
+    anomaly_window_s: float = 3600.0  # two countries for one subject within this window = anomaly
+
+
+@dataclass(frozen=True, slots=True)
+class MemoSettings:
+    """The decision memo (bounded LRU with a short TTL, keyed by bundle revision + input)."""
+
+    enabled: bool = True
+    size: int = 8192
+    ttl_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionLogSettings:
+    """The hash-chained decision log (JSON lines, OPA's shape)."""
+
+    path: str | None = None  # None: decision logging off
+    queue_size: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Prometheus metrics."""
+
+    tenants: tuple[str, ...] = ()  # tenant label values allowed; every other tenant is "other"
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutSettings:
+    """Staged rollout of a candidate bundle (shadow, then canary stages), ACA-style checks."""
+
+    enabled: bool = True
+    stages: tuple[float, ...] = (0.05, 0.25, 1.0)
+    sticky_by: str = "tenant"  # tenant | session
+    min_samples: int = 200
+    max_deny_rate_delta: float = 0.05
+    max_stepup_rate_delta: float = 0.05
+    max_error_rate: float = 0.01
+    max_latency_ratio: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class RiskStoreSettings:
+    """Where IdP risk events raise session risk after issue."""
+
+    ttl_s: float = 86_400.0
+    redis_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SSFSettings:
+    """Receiver of Security Event Tokens (RFC 8417 / RFC 8935, CAEP)."""
+
+    transmitter_jwks: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    algorithms: tuple[str, ...] = ("ES256", "RS256")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All settings of the gate (middleware) and the sidecar."""
+
+    bundle: BundleSettings = field(default_factory=BundleSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    device: DeviceSettings = field(default_factory=DeviceSettings)
+    geo: GeoSettings = field(default_factory=GeoSettings)
+    memo: MemoSettings = field(default_factory=MemoSettings)
+    decision_log: DecisionLogSettings = field(default_factory=DecisionLogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    risk_store: RiskStoreSettings = field(default_factory=RiskStoreSettings)
+    ssf: SSFSettings = field(default_factory=SSFSettings)
+    failure_mode: str = "closed"  # closed | open
+    exclude_paths: tuple[str, ...] = ("/healthz",)
+
+
+# keys whose values are file paths, resolved against the YAML file's directory
+_PATH_KEYS = {
+    ("bundle", "path"),
+    ("bundle", "verification_key"),
+    ("bundle", "state_dir"),
+    ("identity", "jwks"),
+    ("device", "attestation_jwks"),
+    ("geo", "database"),
+    ("decision_log", "path"),
+    ("ssf", "transmitter_jwks"),
+}
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from an optional YAML file, then apply `IG_GATE_*` overrides from `env`."""
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        raw = loaded or {}
+        base = path.resolve().parent
+    _resolve_paths(raw, base)
+    _apply_env(raw, os.environ if env is None else env)
+    return settings_from_dict(raw)
+
+
+def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
+    """Build Settings from a nested mapping (as parsed from YAML); unknown keys are errors."""
+    return _build(Settings, raw, "")
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    for section, key in _PATH_KEYS:
+        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
+        if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
+            raw[section][key] = str(base / value)
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, text in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(parts[:-1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{_join(where, unknown[0])}: unknown setting")
+    values = {name: _convert(hints[name], raw[name], _join(where, name)) for name in raw}
+    built = cls(**values)
+    _validate(built, where)
+    return built
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value if value is not None else {}, where)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return tuple(_convert(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def _validate(built: Any, where: str) -> None:
+    if isinstance(built, Settings) and built.failure_mode not in ("closed", "open"):
+        raise ConfigError(f"{_join(where, 'failure_mode')}: must be 'closed' or 'open'")
+    if isinstance(built, IdentitySettings):
+        if built.default_risk not in RISK_LEVELS:
+            raise ConfigError(f"{_join(where, 'default_risk')}: must be one of {RISK_LEVELS}")
+        if "none" in (a.lower() for a in built.algorithms):
+            raise ConfigError(f"{_join(where, 'algorithms')}: 'none' is never allowed")
+    if isinstance(built, RolloutSettings) and (
+        not built.stages or any(not 0 < s <= 1 for s in built.stages) or built.stages[-1] != 1
+    ):
+        raise ConfigError(f"{_join(where, 'stages')}: fractions in (0, 1], ending with 1.0")
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

@@ -1,0 +1,1 @@
+"""The `ig-gate` sidecar service."""
