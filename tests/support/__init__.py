@@ -1,0 +1,1 @@
+"""Shared test helpers: keys, tokens, processes on loopback."""
