@@ -37,7 +37,10 @@ class KeyPair:
 
 def make_keypair(alg: str = "ES256", kid: str = "test-key") -> KeyPair:
     """Generate a new EC P-256 (ES256) or RSA-2048 (RS256/PS256) key pair."""
-    key = ec.generate_private_key(ec.SECP256R1()) if alg.startswith("ES") else rsa.generate_private_key(65537, 2048)
+    if alg.startswith("ES"):
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = rsa.generate_private_key(65537, 2048)
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

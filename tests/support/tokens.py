@@ -18,7 +18,8 @@ def mint(pair: KeyPair, *, lifetime_s: int = 600, headers: dict | None = None, *
     now = int(time.time())
     body = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + lifetime_s, "sub": "alice", **claims}
     body = {k: v for k, v in body.items() if v is not None}
-    return jwt.encode(body, pair.private_pem, algorithm=pair.alg, headers={"kid": pair.kid, **(headers or {})})
+    headers = {"kid": pair.kid, **(headers or {})}
+    return jwt.encode(body, pair.private_pem, algorithm=pair.alg, headers=headers)
 
 
 def session_token(pair: KeyPair, *, risk: str = "low", tenant: str = "acme", **claims: Any) -> str:
