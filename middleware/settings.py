@@ -156,6 +156,20 @@ class SSFSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """The sidecar service (`ig-gate serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8181
+    workers: int = 1
+    upstream: str | None = None  # reverse-proxy mode: every other path goes to this URL
+    upstream_timeout_s: float = 30.0
+    max_body_bytes: int = 1_048_576
+    coprocessor_trusted_hops: int = 1  # Apollo Router is a trusted hop in x-forwarded-for
+    graceful_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All settings of the gate (middleware) and the sidecar."""
 
@@ -169,6 +183,7 @@ class Settings:
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     risk_store: RiskStoreSettings = field(default_factory=RiskStoreSettings)
     ssf: SSFSettings = field(default_factory=SSFSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     failure_mode: str = "closed"  # closed | open
     exclude_paths: tuple[str, ...] = ("/healthz",)
 
