@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import importlib.resources
 import json
 import socket
 from collections.abc import Callable
@@ -154,3 +155,10 @@ def test_trusted_root_without_transparency_logs_is_rejected(bundle, trusted_root
     root = json.loads(trusted_root)
     root["tlogs"] = []
     assert "no transparency log" in _rejected(bundle, json.dumps(root).encode())
+
+
+def test_public_good_trusted_root_loads_and_does_not_trust_the_test_ca(bundle):
+    """The production trusted_root.json that `sigstore` ships parses; our test CA is not in it."""
+    production = importlib.resources.files("sigstore._store") / "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev"
+    message = _rejected(bundle, (production / "trusted_root.json").read_bytes())
+    assert "certificate chain" in message
