@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ig_gate.bundles.errors import BundleFormatError
+from ig_gate.bundles.filehash import reject_constant
 from ig_gate.bundles.manifest import Manifest, PolicyRef, parse_expires
 
 MANIFEST = ".manifest"
@@ -64,13 +65,9 @@ class Bundle:
         return None if body is None else _load_json(SIGNATURES, body)
 
 
-def _reject_constant(value: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {value}")
-
-
 def _load_json(name: str, body: bytes) -> Any:
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        return json.loads(body, parse_constant=reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleFormatError(f"{name}: invalid JSON: {exc}") from exc
 
