@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
+from ig_gate.geo.address import parse_address
 from ig_gate.geo.errors import GeoConfigError
 
 Source = Literal["auto", "x-forwarded-for", "forwarded"]
@@ -105,14 +106,9 @@ def _classifier(networks: tuple[_Network, ...]) -> Callable[[str | None], _Node]
         if text.startswith("_") or text.lower() == "unknown":
             return _UNKNOWN
         host = _host(text)
-        if host is None:
+        ip = parse_address(host) if host is not None else None
+        if ip is None:
             return _MALFORMED
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return _MALFORMED
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         address = str(ip)
         trusted = any(ip in net for net in networks)
         return _Node(address, trusted, False, ClientIP(address, via_proxy=False, malformed=False))

@@ -8,7 +8,6 @@ country database in `geo/data/` is used (CC BY 4.0, attribution in `geo/data/NOT
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any
 
 import maxminddb
 
+from ig_gate.geo.address import parse_address
 from ig_gate.geo.errors import GeoConfigError, GeoDatabaseError
 
 DEFAULT_DATABASE = Path(__file__).parent / "data" / "dbip-country.mmdb"
@@ -94,12 +94,9 @@ class GeoReader:
             self._cache.popitem(last=False)
 
     def _lookup(self, ip: str) -> str | None:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
+        address = parse_address(ip)
+        if address is None:
             return None
-        if address.version == 6 and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
         try:
             return _iso_code(self._reader.get(address))
         except ValueError:  # an IPv6 address in an IPv4-only database
