@@ -1,0 +1,105 @@
+"""Facts the engine needs from regorus's parsed AST (`Engine.get_ast_as_json()`, gordon-to-regorus 0.13).
+
+Rule paths become the compiled program's entry points, rules named `test_*` are Rego unit tests, and
+body-local `:=` assignments are where regorus's compiled VM diverges from Rego semantics (see
+`local_assignments`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+TEST_MODULE_SUFFIX = "_test.rego"
+TEST_RULE_PREFIX = "test_"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One rule definition: its full path (`data.pkg.name`), where it is, and whether it is a function."""
+
+    path: str
+    file: str
+    line: int
+    is_function: bool
+
+    @property
+    def is_test(self) -> bool:
+        """True for a Rego unit test (a rule named test_*)."""
+        return self.path.rsplit(".", 1)[-1].startswith(TEST_RULE_PREFIX)
+
+
+def is_test_module(file: str) -> bool:
+    """True for a *_test.rego module (unit tests; never compiled into the serving program)."""
+    return file.endswith(TEST_MODULE_SUFFIX)
+
+
+def ref_path(node: dict[str, Any]) -> list[str]:
+    """The constant prefix of a ref (`a.b["c"][x].d` -> ["a", "b", "c"]): stops at the first variable part."""
+    return _ref_parts(node)[0]
+
+
+def _ref_parts(node: dict[str, Any]) -> tuple[list[str], bool]:
+    """(constant prefix, whether the whole ref is constant)."""
+    if "Var" in node:
+        return [node["Var"]["value"]], True
+    if "RefDot" in node:
+        inner = node["RefDot"]
+        parts, whole = _ref_parts(inner["refr"])
+        return ([*parts, inner["field"][1]], True) if whole else (parts, False)
+    if "RefBrack" in node:
+        inner = node["RefBrack"]
+        parts, whole = _ref_parts(inner["refr"])
+        index = inner["index"]
+        return ([*parts, index["String"]["value"]], True) if whole and "String" in index else (parts, False)
+    return [], False
+
+
+def _head(rule: dict[str, Any]) -> tuple[dict[str, Any], bool, int]:
+    """(ref node, is_function, line) of a rule's head."""
+    if "Default" in rule:
+        default = rule["Default"]
+        return default["refr"], False, default["span"]["line"]
+    head = rule["Spec"]["head"]
+    kind, body = next(iter(head.items()))
+    return body["refr"], kind == "Func", rule["Spec"]["span"]["line"]
+
+
+def rules(ast: list[dict[str, Any]]) -> list[Rule]:
+    """Every rule of every module, in source order."""
+    found: list[Rule] = []
+    for module in ast:
+        file = module["source"]["file"]
+        package = ".".join(["data", *ref_path(module["ast"]["package"]["refr"])])
+        for rule in module["ast"]["rules"]:
+            ref, is_function, line = _head(rule)
+            found.append(Rule(".".join([package, *ref_path(ref)]), file, line, is_function))
+    return found
+
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def local_assignments(ast: list[dict[str, Any]]) -> list[str]:
+    """`file:line` of every `x := expr` statement inside a rule, function or comprehension body.
+
+    regorus 0.13's compiled VM does not fail a body whose `:=` right-hand side is undefined
+    (`r if { x := input.missing; true }` is true there, undefined in Rego), so a program containing
+    such statements is evaluated with the interpreter instead. Unification (`x = expr`) is not affected.
+    """
+    found = []
+    for module in ast:
+        file = module["source"]["file"]
+        for node in _walk(module["ast"]["rules"]):
+            assign = node.get("AssignExpr")
+            if isinstance(assign, dict) and assign.get("op") == "ColEq":
+                found.append(f"{file}:{assign['span']['line']}")
+    return found
