@@ -1,0 +1,192 @@
+"""ZeroTrustMiddleware: the Gate in front of any ASGI app (pure ASGI: HTTP, WebSocket, lifespan).
+
+HTTP requests that carry a JSON or application/graphql body are buffered (bounded, 413 beyond the
+limit) so that the GraphQL operation type can be sniffed, then replayed to the app unchanged. Other
+bodies stream through untouched. WebSocket connections are decided at connect and refused with a close
+code (4401/4403/4503) before accept. Lifespan passes through; the gate is closed (decision log flushed)
+when the app reports shutdown complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from ig_gate.middleware.gate import Gate, GateRequest
+from ig_gate.middleware.graphql import is_graphql_body
+from ig_gate.middleware.responses import Responses
+from ig_gate.middleware.settings import Settings, load_settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+STATE_KEY = "ig_gate"
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
+
+class ZeroTrustMiddleware:
+    """Decide every HTTP request and WebSocket connect with a Gate; pass allowed ones to `app` with the
+    verified identity in `scope["state"]["ig_gate"]` (Starlette: `request.state.ig_gate`)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: str | Path | Settings | None = None,
+        gate: Gate | None = None,
+        *,
+        max_body_bytes: int | None = None,
+    ) -> None:
+        if gate is None:
+            settings = config if isinstance(config, Settings) else load_settings(config)
+            gate = Gate.from_settings(settings)
+        self.app = app
+        self.gate = gate
+        self.responses = Responses(gate.settings.identity.stepup)
+        self.max_body_bytes = max_body_bytes or gate.settings.server.max_body_bytes
+        excluded = gate.settings.exclude_paths
+        self._excluded = frozenset(p for p in excluded if not p.endswith("/"))
+        self._excluded_prefixes = tuple(p for p in excluded if p.endswith("/"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+        else:
+            await self.app(scope, receive, send)
+
+    def _excluded_path(self, path: str) -> bool:
+        return path in self._excluded or (
+            bool(self._excluded_prefixes) and path.startswith(self._excluded_prefixes)
+        )
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if self._excluded_path(path):
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        peer = client[0] if (client := scope.get("client")) else None
+        body = None
+        if method not in _BODYLESS and _wants_buffering(scope["headers"]):
+            try:
+                body = await self._read_body(scope, receive)
+            except _BodyTooLarge:
+                request = GateRequest(method, path, scope["query_string"], scope["headers"], peer)
+                await self._send_refusal(
+                    send, self.gate.refuse_too_large(request, self.max_body_bytes), method
+                )
+                return
+            if body is None:  # the client went away while sending
+                return
+            receive = _replay(body, receive)
+        decision = self.gate.decide(
+            GateRequest(method, path, scope["query_string"], scope["headers"], peer, body)
+        )
+        if decision.passes:
+            _set_identity(scope, decision)
+            await self.app(scope, receive, send)
+        else:
+            await self._send_refusal(send, decision, method)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if self._excluded_path(path):
+            await self.app(scope, receive, send)
+            return
+        peer = client[0] if (client := scope.get("client")) else None
+        decision = self.gate.decide(
+            GateRequest("GET", path, scope["query_string"], scope["headers"], peer, None, True)
+        )
+        if decision.passes:
+            _set_identity(scope, decision)
+            await self.app(scope, receive, send)
+            return
+        message = await receive()  # websocket.connect comes first; refuse before accept
+        if message["type"] == "websocket.connect":
+            reason = ", ".join(decision.reasons)[:120]
+            await send(
+                {"type": "websocket.close", "code": self.responses.close_code(decision), "reason": reason}
+            )
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None when the client disconnected; _BodyTooLarge beyond the limit."""
+        limit = self.max_body_bytes
+        declared = _content_length(scope["headers"])
+        if declared is not None and declared > limit:
+            raise _BodyTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _send_refusal(self, send: Send, decision: Any, method: str) -> None:
+        status, headers, body = self.responses.http(decision)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                self.gate.close()
+            await send(message)
+
+        return lifespan_send
+
+
+class _BodyTooLarge(Exception):
+    """The request body exceeds max_body_bytes."""
+
+
+def _wants_buffering(headers: Any) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return is_graphql_body(value.decode("latin-1"))
+    return False
+
+
+def _content_length(headers: Any) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that first yields the buffered body, then defers to the server's receive."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _set_identity(scope: Scope, decision: Any) -> None:
+    state = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
+    state[STATE_KEY] = decision.identity

@@ -1,0 +1,165 @@
+"""Decisions: the normalized policy input, the policy's verdict, the memo of verdicts, decision ids.
+
+The policy input is small and flat in what it varies on, so it is first built as a tuple (the memo key,
+cheap to hash) and only turned into the nested dict the Rego policy reads when the memo misses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ALLOW, STEPUP, DENY = "allow", "stepup", "deny"
+UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR = "unauthenticated", "bad_request", "too_large", "error"
+OUTCOMES = (ALLOW, STEPUP, DENY, UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR)
+MAX_REASONS = 8
+
+# order of the memo key; policy_input() turns a key into the nested input document
+INPUT_FIELDS = (
+    "tenant",
+    "session.risk",
+    "session.acr",
+    "session.auth_age_s",
+    "session.subject",
+    "stepup",
+    "device.posture",
+    "geo.country",
+    "geo.anomaly",
+    "request.method",
+    "request.path",
+    "request.operation_type",
+    "request.purpose",
+)
+InputKey = tuple[Any, ...]
+
+
+class PolicyResultError(ValueError):
+    """The policy query returned something that is not a decision object."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the policy said for one input; memoized per bundle revision."""
+
+    outcome: str  # allow | stepup | deny
+    reasons: tuple[str, ...]
+    result: Mapping[str, Any]  # the policy's result as returned (for the decision log)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The verified caller, handed to the app in scope["state"]["ig_gate"] when a request is allowed."""
+
+    subject: str | None
+    tenant: str | None
+    risk: str | None
+    posture: str | None
+    country: str | None
+    decision_id: str
+    profile: str
+    acr: str | None = None
+    stepup: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The gate's answer for one request; `passes` is True when the request goes on to the app."""
+
+    outcome: str  # one of OUTCOMES
+    reasons: tuple[str, ...]
+    decision_id: str
+    revision: str | None
+    passes: bool
+    graphql: bool = False
+    identity: Identity | None = None
+    token_error: str | None = None  # missing | invalid | expired | revoked | malformed (RFC 6750 challenge)
+    detail: str = ""  # safe human-readable explanation (never token content)
+
+
+def policy_input(key: InputKey) -> dict[str, Any]:
+    """The nested input document the policy reads, from a memo key built in INPUT_FIELDS order."""
+    (tenant, risk, acr, auth_age_s, subject, stepup, posture, country, anomaly, method, path, op, purpose) = (
+        key
+    )
+    return {
+        "tenant": tenant,
+        "session": {"risk": risk, "acr": acr, "auth_age_s": auth_age_s, "subject": subject},
+        "stepup": stepup,
+        "device": {"posture": posture},
+        "geo": {"country": country, "anomaly": anomaly},
+        "request": {"method": method, "path": path, "operation_type": op, "purpose": purpose},
+    }
+
+
+def verdict_from_result(result: Any) -> Verdict:
+    """Read `{allow, stepup, deny, reasons}`; deny wins over stepup over allow; nothing set means deny."""
+    if not isinstance(result, Mapping):
+        raise PolicyResultError(f"policy decision must be an object, got {type(result).__name__}")
+    raw_reasons = result.get("reasons") or ()
+    if isinstance(raw_reasons, str) or not isinstance(raw_reasons, list | tuple | set | frozenset):
+        raise PolicyResultError("policy decision 'reasons' must be a list of strings")
+    reasons = tuple(sorted(str(r) for r in raw_reasons))[:MAX_REASONS]
+    if result.get("deny") is True:
+        outcome = DENY
+    elif result.get("stepup") is True:
+        outcome = STEPUP
+    elif result.get("allow") is True:
+        outcome = ALLOW
+    else:
+        outcome, reasons = DENY, reasons or ("no_rule_allowed",)
+    return Verdict(outcome, reasons, dict(result))
+
+
+Memoized = tuple[Verdict, Mapping[str, Any]]  # the verdict and the input document it was computed for
+
+
+class DecisionMemo:
+    """Bounded map (bundle revision, input key) -> (Verdict, input document), entries live `ttl_s` seconds.
+
+    Every entry has the same lifetime, so insertion order is expiry order: when full, the oldest entry
+    (the one that expires soonest) is evicted. Lookups take no lock; inserts do.
+    """
+
+    def __init__(self, size: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if size < 1 or ttl_s <= 0:
+            raise ValueError(f"memo size must be >= 1 and ttl_s > 0 (got {size}, {ttl_s})")
+        self._size, self._ttl, self._clock = size, ttl_s, clock
+        self._entries: dict[tuple[str, InputKey], tuple[float, Memoized]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, revision: str, key: InputKey) -> Memoized | None:
+        """The live (verdict, input document) for (revision, key), or None."""
+        try:
+            expires, memoized = self._entries[(revision, key)]
+        except KeyError:
+            return None
+        return memoized if expires > self._clock() else None
+
+    def put(self, revision: str, key: InputKey, memoized: Memoized) -> None:
+        """Remember (verdict, input document) for ttl_s; evicts the oldest entry when full."""
+        memo_key = (revision, key)
+        with self._lock:
+            self._entries.pop(memo_key, None)
+            while len(self._entries) >= self._size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[memo_key] = (self._clock() + self._ttl, memoized)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class DecisionIds:
+    """Unique decision ids: a random per-process prefix and a counter (cheaper than uuid4 per request)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        """A new decision id."""
+        return f"{self._prefix}-{next(self._counter):x}"

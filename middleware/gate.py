@@ -1,0 +1,513 @@
+"""The enforcement core: extract -> signals -> decide -> enforce -> record, independent of transport.
+
+`Gate.decide(GateRequest)` runs synchronously on the serving thread (the Rego engine is thread-affine;
+`PolicySnapshot` keeps one engine per thread) and never raises: malformed input is a 400/401 decision,
+anything unexpected is a failure-mode decision (503 unless `failure_mode: open`), counted and logged
+without secrets. Missing or invalid tokens are refused before the policy is consulted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ig_gate.bundles.errors import BundleError, PolicyEvalError
+from ig_gate.bundles.pin import Pin
+from ig_gate.bundles.policy import PolicySnapshot, PolicySource, StaticPolicySource
+from ig_gate.bundles.signing import VerificationKey
+from ig_gate.bundles.verify import VerifyOptions
+from ig_gate.geo.anomaly import TravelAnomalyDetector
+from ig_gate.geo.client_ip import ClientIPResolver
+from ig_gate.geo.lookup import GeoReader
+from ig_gate.middleware.decision import (
+    ALLOW,
+    BAD_REQUEST,
+    ERROR,
+    TOO_LARGE,
+    UNAUTHENTICATED,
+    Decision,
+    DecisionIds,
+    DecisionMemo,
+    Identity,
+    InputKey,
+    PolicyResultError,
+    Verdict,
+    policy_input,
+    verdict_from_result,
+)
+from ig_gate.middleware.decision_log import DecisionLog
+from ig_gate.middleware.device import DevicePosture
+from ig_gate.middleware.extract import HeaderReader, MalformedRequest, RawHeaders, ascii_or_none, label, text
+from ig_gate.middleware.graphql import UNKNOWN, GraphQLRequestError, operation_type
+from ig_gate.middleware.jwks import JWKSet
+from ig_gate.middleware.metrics import GateMetrics
+from ig_gate.middleware.profile import workload_profile
+from ig_gate.middleware.risk import InMemoryRiskStore, RiskStore
+from ig_gate.middleware.session import Session, SessionVerifier, TokenError
+from ig_gate.middleware.settings import ConfigError, Settings
+
+log = logging.getLogger("ig_gate.gate")
+
+_PROFILE_CACHE_SIZE = 256
+_LOG_EVERY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class GateRequest:
+    """One request as the gate sees it; headers are ASGI raw pairs or a str mapping (any case)."""
+
+    method: str
+    path: str
+    query_string: bytes | str
+    headers: RawHeaders | Mapping[str, str]
+    peer: str | None
+    body: bytes | None = None
+    is_websocket: bool = False
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What decide() learned about one request so far: for refusals, failures and the record."""
+
+    graphql: bool
+    profile: str = "read"
+    session: Session | None = None
+    posture: str | None = None
+    country: str | None = None
+    input: Mapping[str, Any] | InputKey | None = None
+    result: Mapping[str, Any] | None = None
+    revision: str | None = None
+
+
+class _Unavailable:
+    """A policy source that never has a snapshot (construction failed); `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def current(self) -> PolicySnapshot | None:
+        return None
+
+
+class _Throttle:
+    """Lets a log line through at most once per `every_s` per key (failure storms stay readable)."""
+
+    def __init__(self, every_s: float) -> None:
+        self._every = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def __call__(self, key: str, now: float) -> int | None:
+        """None to stay quiet, else the number of lines suppressed since the last one let through."""
+        if now - self._last.get(key, -self._every) < self._every:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
+
+
+class Gate:
+    """Decides allow / step-up / deny for requests, from explicit collaborators (no globals)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: PolicySource,
+        sessions: SessionVerifier | None,
+        devices: DevicePosture,
+        ip_resolver: ClientIPResolver,
+        geo: GeoReader,
+        anomalies: TravelAnomalyDetector,
+        metrics: GateMetrics,
+        decision_log: DecisionLog | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        problems: Iterable[str] = (),
+        risk_store: RiskStore | None = None,
+        key_sets: Mapping[str, JWKSet] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.sessions = sessions
+        self.devices = devices
+        self.ip_resolver = ip_resolver
+        self.geo = geo
+        self.anomalies = anomalies
+        self.metrics = metrics
+        self.decision_log = decision_log
+        self.risk_store = risk_store  # where IdP risk events raise a session's risk (sidecar)
+        self.key_sets = dict(key_sets or {})
+        self.problems = list(problems)
+        if sessions is None:
+            self.problems.append("identity: no session verifier (identity.jwks is not set)")
+        self._clock = clock
+        self._query = settings.bundle.query
+        self._log_path = settings.bundle.query.removeprefix("data.").replace(".", "/")
+        self._mode = settings.failure_mode
+        self._open = settings.failure_mode == "open"
+        memo = settings.memo
+        self._memo = DecisionMemo(memo.size, memo.ttl_s) if memo.enabled else None
+        self._ids = DecisionIds()
+        self._headers = HeaderReader(
+            settings.device.header, settings.identity.tenant_header, settings.identity.cookie
+        )
+        self._profiles: dict[tuple[str, str, bytes | None, bool], str] = {}
+        self._snapshot: PolicySnapshot | None = None
+        self._throttle = _Throttle(_LOG_EVERY_S)
+        for key_set in self.key_sets.values():
+            key_set.start()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, metrics: GateMetrics | None = None) -> Gate:
+        """Build every collaborator from settings.
+
+        A bundle that cannot be loaded or verified does not raise: the gate then fails by `failure_mode`
+        and status() says why (one log line). Other bad settings (key sets, geo database, CIDRs) raise.
+        """
+        metrics = metrics or GateMetrics(tenants=settings.metrics.tenants)
+        identity, device, geo = settings.identity, settings.device, settings.geo
+        if identity.jwks is None:
+            raise ConfigError("identity.jwks: required (a JWKS file path or an https URL)")
+        key_sets = {"identity": _key_set(identity.jwks, settings, metrics)}
+        if device.attestation_jwks:
+            key_sets["device"] = _key_set(device.attestation_jwks, settings, metrics)
+        risk_store = InMemoryRiskStore(ttl_s=settings.risk_store.ttl_s)
+        sessions = SessionVerifier(
+            key_sets["identity"], identity, risk_store, posture_claim=device.posture_claim
+        )
+        devices = DevicePosture(key_sets.get("device"), device, risk_store=risk_store)
+        policy, problems = _static_policy(settings)
+        log_settings = settings.decision_log
+        decision_log = None
+        if log_settings.path:
+            decision_log = DecisionLog(
+                log_settings.path,
+                log_settings.queue_size,
+                metrics.decision_log_dropped,
+                metrics.decision_log_written,
+            )
+        return cls(
+            settings,
+            policy,
+            sessions,
+            devices,
+            ClientIPResolver(geo.trusted_proxies),
+            GeoReader(geo.database, geo.cache_size),
+            TravelAnomalyDetector(window_s=geo.anomaly_window_s),
+            metrics,
+            decision_log,
+            problems=problems,
+            risk_store=risk_store,
+            key_sets=key_sets,
+        )
+
+    # -- the request path ----------------------------------------------------------------------------
+
+    def decide(self, request: GateRequest) -> Decision:
+        """The decision for one request; never raises."""
+        started = time.perf_counter()
+        trace = _Trace(request.is_websocket or request.path.endswith("graphql"))
+        try:
+            decision = self._decide(request, trace)
+        except MalformedRequest as exc:
+            decision = self._refusal(
+                BAD_REQUEST, "malformed_request", exc.detail, trace, "malformed" if exc.auth else None
+            )
+        except GraphQLRequestError as exc:
+            decision = self._refusal(BAD_REQUEST, "malformed_request", str(exc), trace)
+        except Exception as exc:  # fail by failure_mode, never a 500
+            decision = self._failure("internal_error", exc, trace)
+        except BaseException as exc:  # an engine panic (pyo3 PanicException) must not take the process down
+            if type(exc).__name__ != "PanicException":
+                raise
+            decision = self._failure("engine_error", exc, trace)
+        self._record(decision, trace, time.perf_counter() - started)
+        return decision
+
+    def refuse_too_large(self, request: GateRequest, limit: int) -> Decision:
+        """The (recorded) decision for a request whose body exceeds `limit` bytes."""
+        trace = _Trace(request.path.endswith("graphql"), profile="ingest")
+        decision = self._refusal(TOO_LARGE, "body_too_large", f"request body exceeds {limit} bytes", trace)
+        self._record(decision, trace, 0.0)
+        return decision
+
+    def _decide(self, request: GateRequest, trace: _Trace) -> Decision:
+        headers = self._headers.read(request.headers)
+        client = self.ip_resolver.resolve(request.peer, text(headers.forwarded_for), text(headers.forwarded))
+        if client.malformed:
+            self.metrics.malformed_forwarded()
+        content_type = text(headers.content_type) or ""
+        op = (
+            "subscription"
+            if request.is_websocket
+            else operation_type(
+                request.method, request.path, request.query_string, request.body, content_type
+            )
+        )
+        if op != UNKNOWN:
+            trace.graphql = True
+        trace.profile = self._profile(request, op, headers.content_type)
+        purpose = label(headers.purpose, "X-Purpose header")
+        tenant_header = label(headers.tenant, "tenant header")
+
+        token = self._headers.token(headers)
+        if token is None:
+            return self._refusal(UNAUTHENTICATED, "token_missing", "bearer token missing", trace, "missing")
+        if self.sessions is None:
+            return self._failure("identity_unconfigured", None, trace)
+        try:
+            session = trace.session = self.sessions.verify(token, tenant_header)
+        except TokenError as exc:
+            return self._refusal(UNAUTHENTICATED, f"token_{exc.kind}", exc.description, trace, exc.kind)
+
+        posture = trace.posture = self.devices.posture(ascii_or_none(headers.device), session)
+        country = trace.country = self.geo.country(client.address)
+        anomaly = self.anomalies.observe(session.subject, country, self._clock())
+        if anomaly:
+            self.metrics.geo_anomaly(session.tenant)
+        key = trace.input = (
+            session.tenant,
+            session.risk,
+            session.acr,
+            session.auth_age_s,
+            session.subject,
+            session.stepup_satisfied,
+            posture,
+            country,
+            anomaly,
+            request.method,
+            request.path,
+            op,
+            purpose,
+        )
+        snapshot = self.policy.current()
+        if snapshot is None:
+            return self._failure("no_bundle", None, trace)
+        if snapshot is not self._snapshot:
+            self._activate(snapshot)
+        trace.revision = snapshot.revision
+        verdict, trace.input = self._verdict(snapshot, key)
+        if verdict is None:  # the engine failed; _verdict logged the cause
+            return self._failure("engine_error", None, trace)
+        trace.result = verdict.result
+        decision_id = self._ids.next()
+        passes = verdict.outcome == ALLOW
+        return Decision(
+            verdict.outcome,
+            verdict.reasons,
+            decision_id,
+            snapshot.revision,
+            passes,
+            trace.graphql,
+            _identity(trace, decision_id) if passes else None,
+        )
+
+    def _verdict(self, snapshot: PolicySnapshot, key: InputKey) -> tuple[Verdict | None, Mapping[str, Any]]:
+        """(verdict, or None when the engine failed; the input document); memoized when the bundle allows."""
+        memo = self._memo if snapshot.cacheable else None
+        if memo is not None:
+            memoized = memo.get(snapshot.revision, key)
+            self.metrics.memo(memoized is not None)
+            if memoized is not None:
+                return memoized
+        document = policy_input(key)
+        try:
+            verdict = verdict_from_result(snapshot.evaluate(self._query, document))
+        except (PolicyEvalError, PolicyResultError) as exc:
+            self._log_failure("engine_error", exc)
+            return None, document
+        if memo is not None:
+            memo.put(snapshot.revision, key, (verdict, document))
+        return verdict, document
+
+    def _profile(self, request: GateRequest, op: str, content_type: bytes | None) -> str:
+        key = (request.method, op, content_type, request.is_websocket)
+        try:
+            return self._profiles[key]
+        except KeyError:
+            profile = workload_profile(
+                request.method, request.path, op, text(content_type), websocket=request.is_websocket
+            )
+            if len(self._profiles) >= _PROFILE_CACHE_SIZE:
+                self._profiles.clear()
+            self._profiles[key] = profile
+            return profile
+
+    # -- refusals and failures -----------------------------------------------------------------------
+
+    def _refusal(
+        self, outcome: str, reason: str, detail: str, trace: _Trace, token_error: str | None = None
+    ) -> Decision:
+        snapshot = self._snapshot
+        trace.revision = snapshot.revision if snapshot is not None else None
+        return Decision(
+            outcome,
+            (reason,),
+            self._ids.next(),
+            trace.revision,
+            False,
+            trace.graphql,
+            None,
+            token_error,
+            detail,
+        )
+
+    def _failure(self, kind: str, exc: BaseException | None, trace: _Trace) -> Decision:
+        """A failure-mode decision: refused (503) when closed; passes, with what is known, when open."""
+        self.metrics.failure(kind, self._mode)
+        if (
+            kind != "engine_error" or exc is not None
+        ):  # engine errors without exc were logged with their cause
+            self._log_failure(kind, exc)
+        decision_id = self._ids.next()
+        identity = _identity(trace, decision_id) if self._open and trace.session is not None else None
+        return Decision(
+            ERROR,
+            (kind,),
+            decision_id,
+            trace.revision,
+            self._open,
+            trace.graphql,
+            identity,
+            None,
+            "policy decision unavailable",
+        )
+
+    def _log_failure(self, kind: str, exc: BaseException | None) -> None:
+        suppressed = self._throttle(kind, time.monotonic())
+        if suppressed is None:
+            return
+        cause = _describe(exc) if exc is not None else self._unavailable_reason()
+        more = f" ({suppressed} more since the last line)" if suppressed else ""
+        log.error("ig-gate %s, failing %s: %s%s", kind, self._mode, cause, more)
+
+    def _unavailable_reason(self) -> str:
+        reason = getattr(self.policy, "reason", None)
+        return reason or "; ".join(self.problems) or "no usable policy bundle"
+
+    # -- record --------------------------------------------------------------------------------------
+
+    def _record(self, decision: Decision, trace: _Trace, seconds: float) -> None:
+        session = trace.session
+        reasons = decision.reasons
+        self.metrics.observe_decision(
+            decision.outcome,
+            reasons[0] if reasons else "ok",
+            session.tenant if session is not None else None,
+            trace.profile,
+            seconds,
+        )
+        if self.decision_log is None:
+            return
+        document = trace.input
+        if isinstance(document, tuple):
+            document = policy_input(document)
+        self.decision_log.append(
+            {
+                "decision_id": decision.decision_id,
+                "path": self._log_path,
+                "input": document,
+                "result": trace.result if trace.result is not None else {"reasons": list(reasons)},
+                "revision": decision.revision,
+                "outcome": decision.outcome,
+            }
+        )
+
+    def _activate(self, snapshot: PolicySnapshot) -> None:
+        """A new snapshot is in force: publish its identity as the bundle_info metric."""
+        self._snapshot = snapshot
+        version = getattr(snapshot.verified, "version", None)
+        self.metrics.bundle_info(snapshot.revision, snapshot.digest, version)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What the gate runs with: policy revision (or why there is none), failure mode, memo, key sets."""
+        snapshot = self.policy.current()
+        policy = None
+        if snapshot is not None:
+            policy = {
+                "revision": snapshot.revision,
+                "digest": snapshot.digest,
+                "cacheable": snapshot.cacheable,
+            }
+        return {
+            "ready": snapshot is not None and self.sessions is not None,
+            "policy": policy,
+            "policy_problem": None if snapshot is not None else self._unavailable_reason(),
+            "problems": list(self.problems),
+            "failure_mode": self._mode,
+            "memo_entries": len(self._memo) if self._memo is not None else None,
+            "key_sets": {name: key_set.status() for name, key_set in self.key_sets.items()},
+        }
+
+    def close(self) -> None:
+        """Flush the decision log and stop background key-set refreshers."""
+        if self.decision_log is not None:
+            self.decision_log.close()
+        for key_set in self.key_sets.values():
+            key_set.close()
+
+
+def _identity(trace: _Trace, decision_id: str) -> Identity:
+    session = trace.session
+    assert session is not None
+    return Identity(
+        session.subject,
+        session.tenant,
+        session.risk,
+        trace.posture,
+        trace.country,
+        decision_id,
+        trace.profile,
+        session.acr,
+        session.stepup_satisfied,
+    )
+
+
+def _key_set(source: str, settings: Settings, metrics: GateMetrics) -> JWKSet:
+    if "://" not in source:
+        return JWKSet.from_file(source)
+    identity = settings.identity
+    return JWKSet.from_url(
+        source, identity.jwks_refresh_s, identity.jwks_min_refresh_interval_s, on_refresh=metrics.jwks_refresh
+    )
+
+
+def _static_policy(settings: Settings) -> tuple[PolicySource, list[str]]:
+    """A StaticPolicySource for bundle.path, or (an unavailable source, [why]) when it cannot be used."""
+    bundle = settings.bundle
+    try:
+        if bundle.path is None:
+            raise ConfigError("bundle.path: not set")
+        if bundle.verification_key is None and not bundle.allow_unsigned:
+            raise ConfigError(
+                "bundle.verification_key: not set (bundle.allow_unsigned is for development only)"
+            )
+        key = None
+        if bundle.verification_key is not None:
+            key = VerificationKey.from_file(
+                bundle.verification_key, bundle.key_alg, bundle.key_id, bundle.scope
+            )
+        pin = Pin(version_spec=bundle.require_version, digests=frozenset(bundle.require_digests))
+        return StaticPolicySource(bundle.path, VerifyOptions(key=key, pin=pin)), []
+    except (BundleError, ConfigError, OSError) as exc:
+        reason = f"policy bundle {bundle.path}: {_describe(exc)}"
+        log.error("ig-gate has no usable policy (failing %s): %s", settings.failure_mode, reason)
+        return _Unavailable(reason), [reason]
+
+
+def _describe(exc: BaseException) -> str:
+    """A log-safe description: our named errors keep their message; anything else only its type and where
+    it was raised (messages of unexpected errors may quote request data)."""
+    if isinstance(exc, BundleError | PolicyResultError | ConfigError | OSError):
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb is not None else ""
+    return f"{type(exc).__name__}{where}"

@@ -1,0 +1,120 @@
+"""Refusals that real clients understand: RFC 6750 / RFC 9470 challenges, JSON or GraphQL-shaped bodies.
+
+| outcome         | HTTP | WebSocket close | GraphQL code         |
+|-----------------|------|-----------------|----------------------|
+| unauthenticated | 401  | 4401            | UNAUTHENTICATED      |
+| stepup          | 401  | 4401            | STEP_UP_REQUIRED     |
+| deny            | 403  | 4403            | FORBIDDEN            |
+| bad_request     | 400  | 4400            | BAD_REQUEST          |
+| too_large       | 413  | 4413            | PAYLOAD_TOO_LARGE    |
+| error           | 503  | 4503            | POLICY_UNAVAILABLE   |
+
+No token at all gets a bare `Bearer realm=...` challenge (RFC 6750 §3.1: no error code); a token that
+fails verification gets `error="invalid_token"`; malformed credentials get 400 `error="invalid_request"`.
+Everything that does not depend on the request is encoded once at construction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from ig_gate.middleware.decision import (
+    BAD_REQUEST,
+    DENY,
+    ERROR,
+    STEPUP,
+    TOO_LARGE,
+    UNAUTHENTICATED,
+    Decision,
+)
+from ig_gate.middleware.settings import StepUpSettings
+
+Headers = list[tuple[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    status: int
+    close_code: int
+    error: str  # JSON body `error`
+    code: str  # GraphQL extensions.code
+    message: str
+
+
+_KINDS = {
+    UNAUTHENTICATED: _Kind(401, 4401, "unauthenticated", "UNAUTHENTICATED", "Authentication required"),
+    STEPUP: _Kind(401, 4401, "step_up_required", "STEP_UP_REQUIRED", "Step-up authentication required"),
+    DENY: _Kind(403, 4403, "forbidden", "FORBIDDEN", "Access denied by policy"),
+    BAD_REQUEST: _Kind(400, 4400, "bad_request", "BAD_REQUEST", "Malformed request"),
+    TOO_LARGE: _Kind(413, 4413, "payload_too_large", "PAYLOAD_TOO_LARGE", "Request body too large"),
+    ERROR: _Kind(503, 4503, "policy_unavailable", "POLICY_UNAVAILABLE", "Policy decision unavailable"),
+}
+_UNSAFE_QUOTED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")  # RFC 6750 error_description charset
+_MAX_REASON_CHARS = 120
+
+
+def _quoted(text: str) -> str:
+    return _UNSAFE_QUOTED.sub("?", text)[:_MAX_REASON_CHARS]
+
+
+class Responses:
+    """Builds refusal responses for decisions that do not pass."""
+
+    def __init__(self, stepup: StepUpSettings, realm: str = "ig-gate") -> None:
+        realm_q = _quoted(realm)
+        acr = _quoted(" ".join(stepup.acr_values))
+        self._base_headers: Headers = [
+            (b"content-type", b"application/json"),
+            (b"cache-control", b"no-store"),
+        ]
+        self._missing = f'Bearer realm="{realm_q}"'.encode()
+        self._realm_q = realm_q
+        self._stepup = (
+            f'Bearer realm="{realm_q}", error="insufficient_user_authentication", '
+            f'error_description="A stronger or more recent authentication is required", '
+            f'acr_values="{acr}", max_age={int(stepup.max_age)}'
+        ).encode()
+
+    def status(self, decision: Decision) -> int:
+        """HTTP status for a refused decision."""
+        return _KINDS[decision.outcome].status
+
+    def close_code(self, decision: Decision) -> int:
+        """WebSocket close code (sent before accept) for a refused decision."""
+        return _KINDS[decision.outcome].close_code
+
+    def http(self, decision: Decision) -> tuple[int, Headers, bytes]:
+        """(status, headers, body) for a decision that does not pass."""
+        kind = _KINDS[decision.outcome]
+        reason = ", ".join(decision.reasons) or decision.detail or kind.error
+        if decision.graphql:
+            body = {
+                "errors": [
+                    {
+                        "message": f"{kind.message}: {reason}",
+                        "extensions": {"code": kind.code, "decision_id": decision.decision_id},
+                    }
+                ]
+            }
+        else:
+            body = {"error": kind.error, "reason": reason, "decision_id": decision.decision_id}
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        headers = [*self._base_headers, (b"content-length", str(len(payload)).encode())]
+        challenge = self._challenge(decision)
+        if challenge is not None:
+            headers.append((b"www-authenticate", challenge))
+        return kind.status, headers, payload
+
+    def _challenge(self, decision: Decision) -> bytes | None:
+        if decision.outcome == STEPUP:
+            return self._stepup
+        error = decision.token_error
+        if error is None:
+            return None
+        if error == "missing":
+            return self._missing
+        code = "invalid_request" if error == "malformed" else "invalid_token"
+        description = _quoted(decision.detail or code)
+        return f'Bearer realm="{self._realm_q}", error="{code}", error_description="{description}"'.encode()
