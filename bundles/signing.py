@@ -155,21 +155,26 @@ def _object(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def verify_token(token: str, key: VerificationKey) -> tuple[dict[str, Any], str | None]:
-    """Verify one compact JWS with key; return (payload, resolved key id). Raises SignatureError."""
+def decode_unverified(token: Any) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    """Split a compact JWS into (header, payload, signature) WITHOUT verifying it (SignatureError if bad)."""
     parts = token.split(".") if isinstance(token, str) else []
     if len(parts) != 3:
         raise SignatureError(f"{SIGNATURES}: not a compact JWS (expected 3 segments)")
     header = _object(_unb64(parts[0], "header"), "header")
+    payload = _object(_unb64(parts[1], "payload"), "payload")
+    return header, payload, _unb64(parts[2], "signature")
+
+
+def verify_token(token: str, key: VerificationKey) -> tuple[dict[str, Any], str | None]:
+    """Verify one compact JWS with key; return (payload, resolved key id). Raises SignatureError."""
+    header, payload, signature = decode_unverified(token)
     if header.get("alg") != key.alg:
         raise SignatureError(f"{SIGNATURES}: JWS alg {header.get('alg')!r} is not the configured {key.alg}")
     if "crit" in header:
         raise SignatureError(f"{SIGNATURES}: JWS critical header parameters are not supported")
-    signature = _unb64(parts[2], "signature")
-    signing_input = f"{parts[0]}.{parts[1]}".encode()
+    signing_input = token.rsplit(".", 1)[0].encode()
     if not _algorithm(key.alg).verify(signing_input, _prepare(key.alg, key.material), signature):
         raise SignatureError(f"{SIGNATURES}: JWS signature does not verify with the configured {key.alg} key")
-    payload = _object(_unb64(parts[1], "payload"), "payload")
     key_id = key.key_id or _text(header.get("kid")) or _text(payload.get("keyid"))
     if key.scope is not None and payload.get("scope") != key.scope:
         raise SignatureError(f"{SIGNATURES}: scope {payload.get('scope')!r} does not match {key.scope!r}")

@@ -1,0 +1,384 @@
+"""`ig-policy`: build, sign, verify, inspect and evaluate policy bundles.
+
+Exit codes: 0 ok, 1 verification/validation failure, 2 usage error. Every failure is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ig_gate.bundles.archive import SIGNATURES, Bundle, build_bundle, read_bundle
+from ig_gate.bundles.detached import sign_blob
+from ig_gate.bundles.errors import BundleError, SignatureError
+from ig_gate.bundles.fsutil import write_atomic
+from ig_gate.bundles.pin import Pin
+from ig_gate.bundles.signing import SIGN_ALGORITHMS, VerificationKey, decode_unverified, sign_bundle
+from ig_gate.bundles.verify import SigstoreOptions, VerifiedBundle, VerifyOptions, verify_bundle
+
+PROG = "ig-policy"
+DEFAULT_QUERY = "data.ig.zt.decision"
+
+try:
+    from ig_gate.bundles import cli_registry
+except ImportError:  # the registry commands are optional
+    cli_registry = None
+
+
+class UsageError(Exception):
+    """Bad invocation: wrong arguments, missing input files, refusing to overwrite."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (raised, not printed with the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix(PROG).strip()
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
+def _read(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path}: is a directory") from None
+
+
+def _emit(obj: Any) -> int:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def _sig_path(archive: str | Path) -> Path:
+    return Path(f"{archive}.sig")
+
+
+# --- keygen -----------------------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key_path, pub_path = Path(f"{args.out}.key"), Path(f"{args.out}.pub")
+    existing = [str(p) for p in (key_path, pub_path) if p.exists()]
+    if existing and not args.force:
+        raise UsageError(f"{existing[0]} exists (use --force to overwrite)")
+    if args.alg == "ES256":
+        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = rsa.generate_private_key(65537, 3072)
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    write_atomic(key_path, private_pem, mode=0o600)
+    write_atomic(pub_path, public_pem)
+    return _emit({"alg": args.alg, "private_key": str(key_path), "public_key": str(pub_path)})
+
+
+# --- pack build / sign --------------------------------------------------------------------------------
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    if not Path(args.src).is_dir():
+        raise UsageError(f"bundle source {args.src}: not a directory")
+    bundle = build_bundle(
+        Path(args.src),
+        version=args.version,
+        expires=args.expires,
+        channel=args.channel,
+        revision=args.revision,
+    )
+    write_atomic(Path(args.out), bundle.archive)
+    return _emit(
+        {
+            "out": args.out,
+            "digest": bundle.digest,
+            "version": bundle.manifest.version,
+            "revision": bundle.manifest.revision,
+            "files": sorted(bundle.files),
+        }
+    )
+
+
+def _private_key_alg(pem: bytes) -> str:
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"signing key is not a PEM private key ({exc}); HS256 needs --alg HS256") from None
+    return "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    archive = _read(args.file, "bundle")
+    key_material = _read(args.key, "signing key")
+    alg = args.alg or _private_key_alg(key_material)
+    if alg == "HS256":
+        key_material = key_material.removesuffix(b"\n").removesuffix(b"\r")
+    signed = sign_bundle(read_bundle(archive), key_material, alg=alg, key_id=args.key_id, scope=args.scope)
+    sig_path = _sig_path(args.file)
+    detached = None if alg == "HS256" else sign_blob(signed.archive, key_material)
+    write_atomic(Path(args.file), signed.archive)
+    if detached is not None:
+        write_atomic(sig_path, detached + b"\n")
+    else:
+        sig_path.unlink(missing_ok=True)  # a stale detached signature would no longer match
+    detached_path = str(sig_path) if detached else None
+    return _emit({"signed": args.file, "digest": signed.digest, "alg": alg, "detached": detached_path})
+
+
+# --- pack verify / eval -------------------------------------------------------------------------------
+
+
+def _verification_key(args: argparse.Namespace) -> VerificationKey | None:
+    if args.key is None:
+        if args.key_id or args.scope or args.alg:
+            raise UsageError("--alg/--key-id/--scope need --key")
+        return None
+    _read(args.key, "verification key")
+    return VerificationKey.from_file(args.key, alg=args.alg, key_id=args.key_id, scope=args.scope)
+
+
+def _sigstore_options(args: argparse.Namespace) -> SigstoreOptions | None:
+    extras = (args.trusted_root, args.identity, args.issuer)
+    if args.sigstore_bundle is None:
+        if any(extras):
+            raise UsageError("--trusted-root/--identity/--issuer need --sigstore-bundle")
+        return None
+    if not all(extras):
+        raise UsageError("--sigstore-bundle needs --trusted-root, --identity and --issuer")
+    return SigstoreOptions(
+        _read(args.sigstore_bundle, "sigstore bundle"),
+        _read(args.trusted_root, "trusted root"),
+        identity=args.identity,
+        issuer=args.issuer,
+    )
+
+
+def _verify(args: argparse.Namespace, archive: bytes, *, require_trust: bool) -> VerifiedBundle:
+    key = _verification_key(args)
+    sigstore = _sigstore_options(args)
+    if require_trust and key is None and sigstore is None:
+        raise UsageError("nothing to verify against: give --key and/or --sigstore-bundle")
+    sig_path = _sig_path(args.file)
+    options = VerifyOptions(
+        key=key,
+        pin=Pin(args.require_version, frozenset(args.require_digest or ())),
+        detached_signature=sig_path.read_bytes() if sig_path.is_file() else None,
+        detached_key_pem=_read(args.detached_key, "detached key") if args.detached_key else None,
+        require_detached=args.require_detached,
+        sigstore=sigstore,
+    )
+    return verify_bundle(archive, options)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    verified = _verify(args, _read(args.file, "bundle"), require_trust=True)
+    manifest = verified.bundle.manifest
+    return _emit(
+        {
+            "version": verified.version,
+            "revision": verified.revision,
+            "digest": verified.digest,
+            "files": len(verified.bundle.files),
+            "key_id": verified.signature.key_id if verified.signature else None,
+            "channel": manifest.channel,
+            "expires": manifest.expires.isoformat() if manifest.expires else None,
+            "detached": _sig_path(args.file).is_file(),
+            "sigstore": args.sigstore_bundle is not None,
+        }
+    )
+
+
+def _load_input(path: str) -> Any:
+    raw = sys.stdin.buffer.read() if path == "-" else _read(path, "input")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"input {path}: invalid JSON ({exc})") from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ig_gate.bundles.engine import Engine  # the Rego engine is only needed here
+
+    input_doc = _load_input(args.input)
+    verified = _verify(args, _read(args.file, "bundle"), require_trust=False)
+    return _emit(Engine.from_bundle(verified.bundle).evaluate(args.query, input_doc))
+
+
+# --- pack inspect / test ------------------------------------------------------------------------------
+
+
+def _unverified_claims(bundle: Bundle) -> dict[str, Any] | None:
+    """Header and payload summary of the (unverified) JWS, for display only."""
+    document = bundle.signatures_json
+    if document is None:
+        return None
+    tokens = document.get("signatures") if isinstance(document, dict) else None
+    if not isinstance(tokens, list) or len(tokens) != 1:
+        return {"verified": False, "error": "expected exactly one JWS"}
+    try:
+        header, payload, _ = decode_unverified(tokens[0])
+    except SignatureError as exc:
+        return {"verified": False, "error": str(exc)}
+    files = payload.get("files")
+    return {
+        "verified": False,
+        "alg": header.get("alg"),
+        "kid": header.get("kid"),
+        "files": len(files) if isinstance(files, list) else None,
+        **{k: payload.get(k) for k in ("keyid", "scope", "iat", "iss")},
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import hashlib
+
+    bundle = read_bundle(_read(args.file, "bundle"))
+    return _emit(
+        {
+            "digest": bundle.digest,
+            "size": len(bundle.archive),
+            "manifest": bundle.manifest.to_json(),
+            "files": [
+                {"name": name, "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+                for name, body in sorted(bundle.files.items())
+                if name != SIGNATURES
+            ],
+            "signature": _unverified_claims(bundle),
+            "detached_signature": _sig_path(args.file).is_file(),
+        }
+    )
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from ig_gate.bundles.engine import run_rego_tests  # the Rego engine is only needed here
+
+    source = Path(args.source)
+    bundle = build_bundle(source) if source.is_dir() else read_bundle(_read(source, "bundle"))
+    results = run_rego_tests(bundle.modules, bundle.data)
+    failed = [r for r in results if not r.passed]
+    for result in results:
+        print(f"{'PASS' if result.passed else 'FAIL'} {result.name}")
+    print(f"{len(results) - len(failed)}/{len(results)} passed")
+    if failed:
+        raise BundleError(f"{len(failed)} of {len(results)} Rego tests failed (first: {failed[0].name})")
+    if not results:
+        raise BundleError(f"{source}: no Rego tests found (rules named test_* in *_test.rego)")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------------
+
+
+def _add_key_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """--key/--alg/--key-id/--scope (also used by the registry commands in cli_registry.py)."""
+    parser.add_argument("--key", required=required, help="PEM public key, or the HS256 shared-secret file")
+    parser.add_argument("--alg", choices=SIGN_ALGORITHMS, help="signature algorithm (default: from the key)")
+    parser.add_argument("--key-id", help="key id to report (OPA: a configured id wins over the token's)")
+    parser.add_argument("--scope", help="required signature scope")
+
+
+def _add_trust_options(parser: argparse.ArgumentParser) -> None:
+    _add_key_options(parser, required=False)
+    parser.add_argument("--require-version", metavar="SPEC", help='PEP 440 specifiers, e.g. ">=2.0,<3"')
+    parser.add_argument("--require-digest", action="append", metavar="sha256:HEX", help="repeatable")
+    parser.add_argument("--require-detached", action="store_true", help="FILE.sig must exist and verify")
+    parser.add_argument("--detached-key", help="public key for FILE.sig (default: --key)")
+    parser.add_argument("--sigstore-bundle", help="keyless Sigstore bundle (.sigstore.json) for FILE")
+    parser.add_argument("--trusted-root", help="Sigstore trusted_root.json")
+    parser.add_argument("--identity", help="expected certificate identity (SAN)")
+    parser.add_argument("--issuer", help="expected OIDC issuer")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `ig-policy` argument parser."""
+    parser = _Parser(prog=PROG, description="Build, sign, verify and evaluate OPA policy bundles.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keygen = commands.add_parser("keygen", help="generate a signing key pair")
+    keygen.add_argument("--alg", choices=("ES256", "RS256"), default="ES256")
+    keygen.add_argument("--out", required=True, help="PREFIX: writes PREFIX.key (0600) and PREFIX.pub")
+    keygen.add_argument("--force", action="store_true", help="overwrite existing key files")
+    keygen.set_defaults(func=cmd_keygen)
+
+    pack = commands.add_parser("pack", help="bundle archives").add_subparsers(
+        dest="pack_command", required=True, metavar="ACTION"
+    )
+    build = pack.add_parser("build", help="build a deterministic bundle from a source directory")
+    build.add_argument("src")
+    build.add_argument("--out", required=True)
+    build.add_argument("--version")
+    build.add_argument("--expires", help="YYYY-MM-DD (end of that day UTC) or an ISO 8601 datetime")
+    build.add_argument("--channel")
+    build.add_argument("--revision")
+    build.set_defaults(func=cmd_build)
+
+    sign = pack.add_parser("sign", help="add .signatures.json (rewrites the archive) and FILE.sig")
+    sign.add_argument("file")
+    sign.add_argument("--key", required=True, help="PKCS#8 PEM private key, or the HS256 shared-secret file")
+    sign.add_argument("--alg", choices=SIGN_ALGORITHMS, help="default: ES256 for EC keys, RS256 for RSA keys")
+    sign.add_argument("--key-id")
+    sign.add_argument("--scope")
+    sign.set_defaults(func=cmd_sign)
+
+    verify = pack.add_parser("verify", help="verify signature(s), pins and expiry; print a JSON summary")
+    verify.add_argument("file")
+    _add_trust_options(verify)
+    verify.set_defaults(func=cmd_verify)
+
+    inspect = pack.add_parser("inspect", help="manifest, files and (unverified) signature summary as JSON")
+    inspect.add_argument("file")
+    inspect.set_defaults(func=cmd_inspect)
+
+    evaluate = commands.add_parser("eval", help="evaluate a query against a bundle; print the result JSON")
+    evaluate.add_argument("file")
+    evaluate.add_argument("--input", required=True, help="input JSON file ('-' for stdin)")
+    evaluate.add_argument("--query", default=DEFAULT_QUERY)
+    _add_trust_options(evaluate)
+    evaluate.set_defaults(func=cmd_eval)
+
+    test = commands.add_parser("test", help="run the Rego unit tests of a source directory or bundle")
+    test.add_argument("source")
+    test.set_defaults(func=cmd_test)
+
+    if cli_registry is not None:
+        cli_registry.register(commands)
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `ig-policy`; returns the exit code (0 ok, 1 failure, 2 usage)."""
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except UsageError as exc:
+        return _fail(str(exc), 2)
+    except BundleError as exc:
+        return _fail(str(exc), 1)
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): stay quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc), 1)
+    except Exception as exc:  # never a traceback: report the unexpected in one line
+        return _fail(f"unexpected {type(exc).__name__}: {exc}", 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
