@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
+from ig_gate.bundles.cli import main as cli_main
 from ig_gate.bundles.errors import SignatureError
 from ig_gate.bundles.sigstore_verify import verify_sigstore_bundle
 from tests.support.sigstore_ca import SigstoreWorld, make_ca, make_world, new_key
@@ -162,3 +163,42 @@ def test_public_good_trusted_root_loads_and_does_not_trust_the_test_ca(bundle):
     production = importlib.resources.files("sigstore._store") / "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev"
     message = _rejected(bundle, (production / "trusted_root.json").read_bytes())
     assert "certificate chain" in message
+
+
+@pytest.fixture(scope="module")
+def signed_archive(world, trusted_root, tmp_path_factory) -> dict[str, str]:
+    """A real bundle built, signed (OPA + detached) and Sigstore-signed through `ig-policy`; paths by role."""
+    root = tmp_path_factory.mktemp("sigstore-cli")
+    src = root / "src"
+    (src / "ig").mkdir(parents=True)
+    (src / "ig" / "t.rego").write_text("package ig.t\n\nallow := true\n")
+    (src / "data.json").write_text('{"tenants": {}}')
+    archive = root / "policy.tgz"
+    prefix = str(root / "signer")
+    assert cli_main(["keygen", "--out", prefix]) == 0
+    assert cli_main(["pack", "build", str(src), "--out", str(archive), "--version", "1.0.0"]) == 0
+    assert cli_main(["pack", "sign", str(archive), "--key", f"{prefix}.key"]) == 0
+    sigstore_bundle = root / "policy.tgz.sigstore.json"
+    sigstore_bundle.write_bytes(world.sign(archive.read_bytes(), identity=IDENTITY, issuer=ISSUER))
+    root_file = root / "trusted_root.json"
+    root_file.write_bytes(trusted_root)
+    return {"archive": str(archive), "pub": f"{prefix}.pub", "bundle": str(sigstore_bundle),
+            "root": str(root_file)}
+
+
+def _cli_verify(paths: dict[str, str], identity: str) -> int:
+    return cli_main([
+        "pack", "verify", paths["archive"], "--key", paths["pub"], "--sigstore-bundle", paths["bundle"],
+        "--trusted-root", paths["root"], "--identity", identity, "--issuer", ISSUER,
+    ])
+
+
+def test_cli_pack_verify_accepts_a_valid_sigstore_bundle(signed_archive, capsys):
+    assert _cli_verify(signed_archive, IDENTITY) == 0
+    assert json.loads(capsys.readouterr().out)["version"] == "1.0.0"
+
+
+def test_cli_pack_verify_exits_1_on_wrong_sigstore_identity(signed_archive, capsys):
+    assert _cli_verify(signed_archive, "mallory@ig-gate.test") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "SANs do not match mallory@ig-gate.test" in err
