@@ -50,13 +50,8 @@ class Bundle:
 
     @property
     def data(self) -> dict[str, Any]:
-        """All data.json / data.yaml documents merged at their directory path."""
-        merged: dict[str, Any] = {}
-        for name, body in sorted(self.files.items()):
-            path = PurePosixPath(name)
-            if path.name in DATA_FILES:
-                _merge_at(merged, path.parent.parts, _parse_data(name, body), name)
-        return merged
+        """All data.json / data.yaml documents merged at their directory path (a fresh dict each call)."""
+        return _merged_data(self.files)
 
     @property
     def signatures_json(self) -> dict[str, Any] | None:
@@ -81,6 +76,15 @@ def _parse_data(name: str, body: bytes) -> Any:
         return yaml.safe_load(body)
     except yaml.YAMLError as exc:
         raise BundleFormatError(f"{name}: invalid YAML: {exc}") from exc
+
+
+def _merged_data(files: Mapping[str, bytes]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for name, body in sorted(files.items()):
+        path = PurePosixPath(name)
+        if path.name in DATA_FILES:
+            _merge_at(merged, path.parent.parts, _parse_data(name, body), name)
+    return merged
 
 
 def _merge_at(root: dict[str, Any], keys: tuple[str, ...], value: Any, name: str) -> None:
@@ -176,7 +180,8 @@ def _read_members(tar_bytes: bytes, limits: Limits) -> dict[str, bytes]:
 
 
 def _validate_files(files: Mapping[str, bytes]) -> Manifest:
-    """Check JSON/UTF-8 of every member; parse the manifest and check its declared policies."""
+    """Check data documents, JSON and UTF-8 of every member; parse the manifest and check its policies."""
+    _merged_data(files)
     for name, body in files.items():
         base = PurePosixPath(name).name
         if base.endswith("signatures.json") and name != SIGNATURES:
@@ -186,7 +191,7 @@ def _validate_files(files: Mapping[str, bytes]) -> Manifest:
                 body.decode()
             except UnicodeDecodeError as exc:
                 raise BundleFormatError(f"{name}: not UTF-8 text: {exc}") from exc
-        elif base == "data.json" or name in (MANIFEST, SIGNATURES):
+        elif name in (MANIFEST, SIGNATURES):
             _load_json(name, body)
     manifest = Manifest.from_json(_load_json(MANIFEST, files[MANIFEST])) if MANIFEST in files else Manifest()
     _check_policies(manifest.policies, files)
