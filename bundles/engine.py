@@ -73,8 +73,11 @@ def _normalize(query: str) -> str:
 class Engine:
     """A thread-affine Rego engine over one bundle's modules and data; build one per thread."""
 
-    def __init__(self, modules: Mapping[str, str], data: Mapping[str, Any]) -> None:
-        """Parse and compile every module (PolicyCompileError names file:line:col)."""
+    def __init__(self, modules: Mapping[str, str], data: Mapping[str, Any], *, use_vm: bool = True) -> None:
+        """Parse and compile every module (PolicyCompileError names file:line:col).
+
+        The program is always compiled (to fail early); `use_vm=False` still evaluates with the interpreter.
+        """
         self._owner = threading.get_ident()
         self._interpreter = regorus.Engine()
         for path, text in sorted(modules.items()):
@@ -86,13 +89,17 @@ class Engine:
         self._interpreter.add_data_json(data_json)
         ast = json.loads(self._interpreter.get_ast_as_json())
         rules = rego_ast.rules(ast)
-        self.rule_paths = frozenset(rule.path for rule in rules if not rule.is_function)
-        self.tests = tuple(rule for rule in rules if rule.is_test and not rule.is_function)
+        plain = [rule for rule in rules if rule.is_plain and not rule.is_function]
+        self.rule_paths = frozenset(rule.path for rule in plain)
+        self.tests = tuple(rule for rule in plain if rule.is_test)
         serving = [module for module in ast if not rego_ast.is_test_module(module["source"]["file"])]
         entry_points = sorted(
-            {rule.path for rule in rego_ast.rules(serving) if not rule.is_function and not rule.is_test}
+            {rule.path for rule in rego_ast.rules(serving) if rule.is_plain and not rule.is_function}
+            - {rule.path for rule in self.tests}
         )
         self._vm, self.compiled_reason = self._compile(modules, data_json, entry_points, serving)
+        if not use_vm:
+            self._vm, self.compiled_reason = None, "interpreter requested"
         self.entry_points = frozenset(entry_points) if self._vm is not None else frozenset()
 
     @staticmethod
@@ -109,9 +116,9 @@ class Engine:
             if _UNSUPPORTED.search(_text(exc)):
                 return None, f"compiler limitation: {_describe(exc)}"
             raise PolicyCompileError(f"policy compile error in {_describe(exc)}") from exc
-        unsafe = rego_ast.local_assignments(serving)
-        if unsafe:
-            return None, f"body-local ':=' at {', '.join(unsafe[:3])} (compiled VM mis-handles undefined)"
+        hazards = rego_ast.vm_hazards(serving)
+        if hazards:
+            return None, f"compiled VM departs from Rego semantics at {', '.join(hazards[:3])}"
         vm = regorus.Rvm()
         vm.load_program(program)
         vm.set_data_json(data_json)

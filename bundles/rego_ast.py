@@ -1,8 +1,7 @@
 """Facts the engine needs from regorus's parsed AST (`Engine.get_ast_as_json()`, gordon-to-regorus 0.13).
 
 Rule paths become the compiled program's entry points, rules named `test_*` are Rego unit tests, and
-body-local `:=` assignments are where regorus's compiled VM diverges from Rego semantics (see
-`local_assignments`).
+`vm_hazards` finds the constructs where regorus's compiled VM departs from Rego semantics.
 """
 
 from __future__ import annotations
@@ -23,6 +22,11 @@ class Rule:
     file: str
     line: int
     is_function: bool
+
+    @property
+    def is_plain(self) -> bool:
+        """True when every path segment is an identifier (the only paths regorus accepts as entry points)."""
+        return all(part.isidentifier() for part in self.path.split("."))
 
     @property
     def is_test(self) -> bool:
@@ -88,18 +92,24 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
             yield from _walk(value)
 
 
-def local_assignments(ast: list[dict[str, Any]]) -> list[str]:
-    """`file:line` of every `x := expr` statement inside a rule, function or comprehension body.
+def vm_hazards(ast: list[dict[str, Any]]) -> list[str]:
+    """`file:line what` for every construct where regorus 0.13's compiled VM departs from Rego semantics.
 
-    regorus 0.13's compiled VM does not fail a body whose `:=` right-hand side is undefined
-    (`r if { x := input.missing; true }` is true there, undefined in Rego), so a program containing
-    such statements is evaluated with the interpreter instead. Unification (`x = expr`) is not affected.
+    - a body-local `x := expr` whose right-hand side is undefined does not fail the body
+      (`r if { x := input.missing; true }` is true there, undefined in Rego); unification `x = expr` is fine;
+    - partial object rules with variable keys (`o[k] := v`) resolve conflicting values silently (last wins)
+      where Rego raises a conflict error.
+    Programs containing either are evaluated with the interpreter.
     """
     found = []
     for module in ast:
         file = module["source"]["file"]
+        for rule in module["ast"]["rules"]:
+            head = rule.get("Spec", {}).get("head", {}).get("Compr")
+            if head is not None and head.get("assign") is not None and not _ref_parts(head["refr"])[1]:
+                found.append(f"{file}:{rule['Spec']['span']['line']} partial object rule")
         for node in _walk(module["ast"]["rules"]):
             assign = node.get("AssignExpr")
             if isinstance(assign, dict) and assign.get("op") == "ColEq":
-                found.append(f"{file}:{assign['span']['line']}")
+                found.append(f"{file}:{assign['span']['line']} body-local ':='")
     return found

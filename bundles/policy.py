@@ -1,0 +1,58 @@
+"""What the enforcement core consumes: a verified, compiled policy snapshot and the sources that supply one."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ig_gate.bundles.engine import EnginePool
+from ig_gate.bundles.errors import BundleError
+from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions, verify_bundle
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    """A verified bundle with its per-thread engines; immutable, swapped whole on a bundle change."""
+
+    verified: VerifiedBundle
+    engines: EnginePool
+    revision: str
+    digest: str
+    cacheable: bool
+
+    @classmethod
+    def from_verified(cls, verified: VerifiedBundle) -> PolicySnapshot:
+        """Compile once on the calling thread so a bad policy fails here (PolicyCompileError), not on a request."""
+        engines = EnginePool.from_bundle(verified.bundle)
+        engines.engine()
+        return cls(verified, engines, verified.revision, verified.digest, verified.cacheable)
+
+    def evaluate(self, query: str, input: Mapping[str, Any]) -> Any:
+        """Evaluate on the calling thread's engine: JSON-friendly result, None when undefined (PolicyEvalError)."""
+        return self.engines.evaluate(query, input)
+
+
+class PolicySource(Protocol):
+    """Anything that can say which policy is in force."""
+
+    def current(self) -> PolicySnapshot | None:
+        """The active snapshot, or None when there is no usable bundle (callers fail closed)."""
+        ...
+
+
+class StaticPolicySource:
+    """One bundle file, read, verified and compiled once at construction (raises BundleError)."""
+
+    def __init__(self, path: str | Path, options: VerifyOptions) -> None:
+        self.path = Path(path)
+        try:
+            archive = self.path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{self.path}: cannot read policy bundle: {exc.strerror or exc}") from exc
+        self._snapshot = PolicySnapshot.from_verified(verify_bundle(archive, options))
+
+    def current(self) -> PolicySnapshot:
+        """The bundle loaded at construction."""
+        return self._snapshot
