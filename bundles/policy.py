@@ -1,4 +1,4 @@
-"""What the enforcement core consumes: a verified, compiled policy snapshot and the sources that supply one."""
+"""What the enforcement core consumes: a verified, compiled policy snapshot and its sources."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ class PolicySnapshot:
 
     @classmethod
     def from_verified(cls, verified: VerifiedBundle) -> PolicySnapshot:
-        """Compile once on the calling thread so a bad policy fails here (PolicyCompileError), not on a request."""
+        """Compile once on the calling thread: a bad policy fails here (PolicyCompileError), not later."""
         engines = EnginePool.from_bundle(verified.bundle)
         engines.engine()
         return cls(verified, engines, verified.revision, verified.digest, verified.cacheable)
 
     def evaluate(self, query: str, input: Mapping[str, Any]) -> Any:
-        """Evaluate on the calling thread's engine: JSON-friendly result, None when undefined (PolicyEvalError)."""
+        """Evaluate on the calling thread's engine: JSON-friendly, None when undefined (PolicyEvalError)."""
         return self.engines.evaluate(query, input)
 
 

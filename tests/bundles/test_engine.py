@@ -1,4 +1,4 @@
-"""The regorus engine wrapper: compile errors, JSON-friendly results, thread affinity, fallbacks, Rego tests."""
+"""The regorus engine wrapper: compile errors, JSON results, thread affinity, fallbacks, Rego tests."""
 
 from __future__ import annotations
 
@@ -234,7 +234,7 @@ def test_run_rego_tests_reports_pass_fail_and_error() -> None:
             "package m_test\n\nimport data.m\n\n"
             "test_passes if m.double(2) == 4 with input as {}\n\n"
             "test_fails if m.double(2) == 5\n\n"
-            "test_errors if { x := [1, 2]; x[0] == to_number(\"nope\") }\n"
+            'test_errors if { x := [1, 2]; x[0] == to_number("nope") }\n'
         ),
     }
     results = {result.name.rsplit(".", 1)[-1]: result for result in run_rego_tests(modules, {})}
