@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import ipaddress
+import socket
+from ipaddress import IPv4Address, IPv6Address
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPAddress = IPv4Address | IPv6Address
 
 
 def parse_address(text: str) -> IPAddress | None:
-    """The address in `text`, IPv4-mapped IPv6 (`::ffff:a.b.c.d`) turned into IPv4; None if invalid."""
+    """The address in `text`, IPv4-mapped IPv6 (`::ffff:a.b.c.d`) turned into IPv4; None if invalid.
+
+    Strict (dotted quads only, no zone ids such as `%eth0`), and several times faster than
+    `ipaddress.ip_address` because the C `inet_pton` does the parsing.
+    """
     try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
+        if ":" not in text:
+            return IPv4Address(socket.inet_pton(socket.AF_INET, text))
+        ip = IPv6Address(socket.inet_pton(socket.AF_INET6, text))
+    except (OSError, ValueError):  # ValueError: embedded NUL
         return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
+    return ip if ip.ipv4_mapped is None else ip.ipv4_mapped

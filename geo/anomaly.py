@@ -9,7 +9,8 @@ freshly satisfied step-up lets the request through).
 Per subject only the last country, when it was last seen, and the flag's end are kept, in an
 LRU bounded by `max_subjects` (the least recently seen subject is forgotten first). A request
 without a country (unknown IP, private address) is no evidence either way: it reports the
-current flag and changes nothing. `now` is the caller's clock in seconds (`time.time()`).
+current flag and changes nothing but the subject's recency. `now` is the caller's clock in
+seconds (`time.time()`).
 
 Thread safety: one lock around each observation, so the serving event-loop thread and any
 other thread (a sidecar worker, a test) may call `observe` concurrently.
@@ -19,15 +20,19 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import NamedTuple
 
 from ig_gate.geo.errors import GeoConfigError
 
 
-class _Seen(NamedTuple):
-    country: str
-    at: float
-    flagged_until: float
+class _Seen:
+    """What is remembered about one subject (mutable: updated in place on the hot path)."""
+
+    __slots__ = ("at", "country", "flagged_until")
+
+    def __init__(self, country: str, at: float) -> None:
+        self.country = country
+        self.at = at
+        self.flagged_until = 0.0
 
 
 class TravelAnomalyDetector:
@@ -46,20 +51,21 @@ class TravelAnomalyDetector:
     def observe(self, subject: str, country: str | None, now: float) -> bool:
         """Record that `subject` made a request from `country` at `now`; True if it is anomalous."""
         with self._lock:
-            last = self._seen.get(subject)
-            if country is None:
-                return last is not None and now < last.flagged_until
-            if last is None:
-                flagged_until = 0.0
-            elif last.country != country and now - last.at < self.window_s:
-                flagged_until = now + self.window_s
-            else:
-                flagged_until = last.flagged_until
-            self._seen[subject] = _Seen(country, now, flagged_until)
+            seen = self._seen.get(subject)
+            if seen is None:
+                if country is not None:
+                    self._seen[subject] = _Seen(country, now)
+                    if len(self._seen) > self.max_subjects:
+                        self._seen.popitem(last=False)
+                return False
             self._seen.move_to_end(subject)
-            if len(self._seen) > self.max_subjects:
-                self._seen.popitem(last=False)
-            return now < flagged_until
+            if country is not None:
+                if country != seen.country:
+                    if now - seen.at < self.window_s:
+                        seen.flagged_until = now + self.window_s
+                    seen.country = country
+                seen.at = now
+            return now < seen.flagged_until
 
     def __len__(self) -> int:
         """Number of subjects remembered."""

@@ -67,6 +67,7 @@ class _Node(NamedTuple):
     as_peer: ClientIP  # the result when this text is an untrusted socket peer
 
 
+_MAX_CACHED_TEXT = 256  # longest header value (or entry) that the LRUs keep; 8192 x 256 B at most
 _NO_ADDRESS = ClientIP(None, via_proxy=False, malformed=False)
 _UNKNOWN = _Node(None, trusted=False, malformed=False, as_peer=_NO_ADDRESS)
 _MALFORMED = _Node(None, trusted=False, malformed=True, as_peer=_NO_ADDRESS)
@@ -182,7 +183,9 @@ class ClientIPResolver:
         self.trusted_proxies = tuple(networks)
         self.trusted_hops = trusted_hops
         self.source = source
-        self._node = lru_cache(maxsize=cache_size)(_classifier(self.trusted_proxies))
+        self._classify = _classifier(self.trusted_proxies)
+        self._node = lru_cache(maxsize=cache_size)(self._classify)
+        self._from_headers_cached = lru_cache(maxsize=cache_size)(self._from_headers)
 
     def resolve(
         self, peer: str | None, x_forwarded_for: str | None = None, forwarded: str | None = None
@@ -190,14 +193,29 @@ class ClientIPResolver:
         """The client address for a request from `peer` carrying these header values. Never raises."""
         node = self._node(peer)
         if node.trusted:
-            entries = self._entries(x_forwarded_for, forwarded)
-            return self._walk(entries, len(entries) - 1) if entries else node.as_peer
-        if node.address is not None or self.trusted_hops is None:
+            hops = 1  # the peer is a trusted proxy: the rightmost entry is the first candidate
+        elif node.address is not None or self.trusted_hops is None:
             return node.as_peer
+        else:
+            hops = self.trusted_hops
+        size = len(x_forwarded_for or "") + len(forwarded or "")
+        cached = size <= _MAX_CACHED_TEXT  # long values bypass the caches: bounded memory per entry
+        found = (self._from_headers_cached if cached else self._from_headers)(
+            x_forwarded_for, forwarded, hops
+        )
+        return node.as_peer if found is None else found
+
+    def _from_headers(self, x_forwarded_for: str | None, forwarded: str | None, hops: int) -> ClientIP | None:
+        """The client among the header entries, the `hops` rightmost being trusted; None if no entries."""
         entries = self._entries(x_forwarded_for, forwarded)
         if not entries:
-            return _NO_ADDRESS
-        return self._walk(entries, max(len(entries) - self.trusted_hops, 0))
+            return None
+        node = _UNKNOWN
+        for raw in reversed(entries[: max(len(entries) - hops + 1, 1)]):
+            node = self._node(raw) if raw is None or len(raw) <= _MAX_CACHED_TEXT else self._classify(raw)
+            if not node.trusted:
+                break
+        return ClientIP(node.address, via_proxy=True, malformed=node.malformed)
 
     def _entries(self, x_forwarded_for: str | None, forwarded: str | None) -> list[str | None]:
         """Entries of the forwarding header chosen by `source`, left to right."""
@@ -208,12 +226,3 @@ class ClientIPResolver:
         if forwarded and self.source != "x-forwarded-for":
             return _forwarded_entries(forwarded)
         return []
-
-    def _walk(self, entries: list[str | None], start: int) -> ClientIP:
-        """The first untrusted entry at or left of `start`; the leftmost one when all are trusted."""
-        node = _UNKNOWN
-        for index in range(start, -1, -1):
-            node = self._node(entries[index])
-            if not node.trusted:
-                break
-        return ClientIP(node.address, via_proxy=True, malformed=node.malformed)

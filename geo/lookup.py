@@ -94,7 +94,7 @@ class GeoReader:
             self._cache.popitem(last=False)
 
     def _lookup(self, ip: str) -> str | None:
-        address = parse_address(ip)
+        address = parse_address(ip)  # strict: the reader itself would take "8.8.8" for 8.8.0.8
         if address is None:
             return None
         try:

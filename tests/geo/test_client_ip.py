@@ -60,6 +60,12 @@ def test_all_trusted_chain_gives_the_leftmost_address(resolver: ClientIPResolver
     assert resolver.resolve(LB, f"10.1.1.1, {EDGE}", None) == ClientIP("10.1.1.1", True, False)
 
 
+def test_long_chains_are_walked_like_short_ones(resolver: ClientIPResolver) -> None:
+    hops = ", ".join(f"10.0.{i}.1" for i in range(40))  # longer than what the LRUs keep
+    assert resolver.resolve(LB, f"192.0.2.1, {CLIENT}, {hops}", None) == ClientIP(CLIENT, True, False)
+    assert resolver.resolve(LB, f"{'x' * 300}, {hops}", None) == ClientIP(None, True, True)
+
+
 def test_empty_list_elements_are_skipped(resolver: ClientIPResolver) -> None:
     assert resolver.resolve(LB, f",{CLIENT},, {EDGE} ,", None) == ClientIP(CLIENT, True, False)
 
@@ -121,6 +127,9 @@ def test_forwarded_without_any_for_parameter_carries_no_client(resolver: ClientI
     [
         ("not-an-ip", None),
         ("203.0.113.999", None),
+        ("203.0.113", None),
+        ("203.0.29449", None),  # inet_aton shorthand, not an address literal
+        ("fe80::1%eth0", None),  # zone ids are not client addresses
         ("203.0.113.9:http", None),
         ("203.0.113.9:123456", None),
         ("[2001:db8::1", None),

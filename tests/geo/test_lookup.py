@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
@@ -35,7 +37,22 @@ def test_both_record_layouts_give_the_iso_code(reader: GeoReader, ip: str, count
     assert reader.country(ip) == country
 
 
-@pytest.mark.parametrize("ip", [None, "", "not-an-ip", "192.0.2.256", "10.0.0.1", "2001:db8:2::1", "::1"])
+@pytest.mark.parametrize(
+    "ip",
+    [
+        None,
+        "",
+        "not-an-ip",
+        "192.0.2.256",
+        "192.0.513",  # inet_aton shorthand for 192.0.2.1: the bare reader would say US
+        "3221225985",
+        " 192.0.2.1",
+        "192.0.2.1\x00",
+        "10.0.0.1",
+        "2001:db8:2::1",
+        "::1",
+    ],
+)
 def test_invalid_private_or_unlisted_addresses_give_none(reader: GeoReader, ip: str | None) -> None:
     assert reader.country(ip) is None
 
@@ -125,3 +142,15 @@ def test_non_mmdb_file_is_a_named_error(tmp_path: Path) -> None:
     bogus.write_bytes(b"not a maxmind database" * 10)
     with pytest.raises(GeoDatabaseError, match=r"bogus\.mmdb: not a valid MaxMind DB"):
         GeoReader(bogus)
+
+
+@pytest.fixture(scope="module")
+def small_cache_reader(maxmind_db: Path) -> GeoReader:
+    return GeoReader(maxmind_db, cache_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=60) | st.ip_addresses().map(str))
+def test_country_never_raises_for_arbitrary_text(small_cache_reader: GeoReader, text: str) -> None:
+    code = small_cache_reader.country(text)
+    assert code is None or (len(code) == 2 and code.isupper())
