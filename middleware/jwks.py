@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 MAX_JWKS_BYTES = 1 << 20
 MAX_TOKEN_CHARS = 16_384
 _REQUIRED_TIME_CLAIMS = ("exp",)
+_RETRY_FLOOR_S = 1.0
 
 
 class JWKSError(ValueError):
@@ -241,6 +242,7 @@ class JWKSet:
 
     def _run(self) -> None:
         next_due = time.monotonic()
+        failures = 0
         while True:
             woken = self._wake.wait(max(0.0, next_due - time.monotonic()))
             if self._stop.is_set():
@@ -249,8 +251,12 @@ class JWKSet:
             if woken and time.monotonic() < earliest and self._stop.wait(earliest - time.monotonic()):
                 return
             self._wake.clear()
-            ok = self._refresh()
-            next_due = time.monotonic() + (self._refresh_s if ok else self._min_interval)
+            failures = 0 if self._refresh() else failures + 1
+            next_due = time.monotonic() + (self._retry_s(failures) if failures else self._refresh_s)
+
+    def _retry_s(self, failures: int) -> float:
+        """Back off after consecutive failures: from max(min interval, 1 s), doubling, up to refresh_s."""
+        return min(self._refresh_s, max(self._min_interval, _RETRY_FLOOR_S) * 2 ** min(failures - 1, 10))
 
     def _refresh(self) -> bool:
         self._last_attempt = time.monotonic()
