@@ -65,7 +65,8 @@ class HeaderReader:
             elif name == b"forwarded":
                 found.forwarded = _joined(found.forwarded, value)
             elif name == b"content-type":
-                found.content_type = value
+                if found.content_type is None:  # the first one, as Starlette and the middleware read it
+                    found.content_type = value
             elif name == self._device:
                 found.device = value
             elif name == self._tenant:

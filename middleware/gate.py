@@ -374,7 +374,6 @@ class Gate:
             trace.graphql,
             identity,
             None,
-            "policy decision unavailable",
         )
 
     def _log_failure(self, kind: str, exc: BaseException | None) -> None:

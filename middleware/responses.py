@@ -88,7 +88,7 @@ class Responses:
     def http(self, decision: Decision) -> tuple[int, Headers, bytes]:
         """(status, headers, body) for a decision that does not pass."""
         kind = _KINDS[decision.outcome]
-        reason = ", ".join(decision.reasons) or decision.detail or kind.error
+        reason = decision.detail or ", ".join(decision.reasons) or kind.error
         if decision.graphql:
             body = {
                 "errors": [

@@ -90,9 +90,8 @@ def write_mmdb(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    root = tmp_path_factory.mktemp("gate-world")
+def build_world(root: Path) -> World:
+    """Fresh keys, JWKS files, the example bundle signed with a fresh key, and a test .mmdb under root."""
     idp, mdm = make_keypair("ES256", "idp-1"), make_keypair("ES256", "mdm-1")
     bundle_key = make_keypair("ES256", "bundle-1")
     _, bundle_pub = bundle_key.write(root, "bundle")
@@ -104,6 +103,35 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         write_jwks(root / "idp-jwks.json", idp), write_jwks(root / "mdm-jwks.json", mdm),
         bundle_path, bundle_pub, write_mmdb(root / "test-country.mmdb"),
     )
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(tmp_path_factory.mktemp("gate-world"))
+
+
+async def call_asgi(
+    app: Any, *, method: str = "POST", path: str = "/graphql", headers: list[tuple[bytes, bytes]] = (),
+    body: bytes = b"", peer: tuple[str, int] = PEER, chunks: int = 1,
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """Drive an ASGI app directly with raw header bytes: (status, headers, body) of the response."""
+    size = max(1, -(-len(body) // chunks))
+    parts = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
+    messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": list(headers), "client": peer, "server": ("testserver", 80)}
+    await app(scope, receive, send)
+    start = sent[0]
+    return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
 
 
 async def _graphql(request: Request) -> JSONResponse:
