@@ -5,12 +5,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from ig_gate.bundles.registry import RegistryClient
+from ig_gate.bundles.signing import VerificationKey
+from tests.registry.kit import Clock
+from tests.support.keys import KeyPair, make_keypair
 from tests.support.procs import free_port, running
 
 REGISTRY_BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
@@ -18,7 +22,7 @@ REGISTRY_BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 
 @dataclass
 class LocalRegistry:
-    """A running loopback registry: its address, storage directory and a way to restart it."""
+    """A loopback registry: its address and storage; stop() and start() it again on the same port."""
 
     host: str
     port: int
@@ -26,25 +30,25 @@ class LocalRegistry:
     config: Path
     log: Path
     proc: subprocess.Popen | None = None
+    _stack: ExitStack = field(default_factory=ExitStack)
 
     def blob_path(self, digest: str) -> Path:
         """Where the filesystem driver keeps a blob's bytes."""
         algo, hexdigest = digest.split(":", 1)
         return self.storage / "docker/registry/v2/blobs" / algo / hexdigest[:2] / hexdigest / "data"
 
-    @contextmanager
-    def serving(self) -> Iterator[LocalRegistry]:
-        """Run the registry (again) on the same port and storage for the duration of the block."""
-        with running([REGISTRY_BINARY, "serve", str(self.config)], port=self.port, log=self.log) as proc:
-            self.proc = proc
-            try:
-                yield self
-            finally:
-                self.proc = None
+    def start(self) -> None:
+        argv = [REGISTRY_BINARY, "serve", str(self.config)]
+        self.proc = self._stack.enter_context(running(argv, port=self.port, log=self.log))
+
+    def stop(self) -> None:
+        """Stop the registry process by its PID (procs.stop via the running() context)."""
+        self._stack.close()
+        self.proc = None
 
 
-def write_config(directory: Path, port: int) -> Path:
-    """A registry config: loopback only, no auth, filesystem storage in directory, deletes enabled."""
+def write_config(directory: Path, port: int, extra: str = "") -> Path:
+    """A registry config: loopback only, filesystem storage in directory, deletes enabled."""
     storage = directory / "storage"
     storage.mkdir(parents=True, exist_ok=True)
     config = directory / "config.yml"
@@ -53,19 +57,51 @@ def write_config(directory: Path, port: int) -> Path:
         "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
         "  maintenance:\n    uploadpurging:\n      enabled: false\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{extra}"
     )
     return config
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    """One registry per test module (fast: it is ready in well under a second)."""
+def start_registry(directory: Path, extra_config: str = "") -> LocalRegistry:
     if not Path(REGISTRY_BINARY).exists():
         pytest.fail("docker-registry is not installed (apt-get install docker-registry; `make test` does)")
-    directory = tmp_path_factory.mktemp("registry")
     port = free_port()
-    local = LocalRegistry(f"127.0.0.1:{port}", port, directory / "storage", write_config(directory, port),
-                          directory / "registry.log")
-    with local.serving():
+    local = LocalRegistry(f"127.0.0.1:{port}", port, directory / "storage",
+                          write_config(directory, port, extra_config), directory / "registry.log")
+    local.start()
+    return local
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """One registry per test module (ready in well under a second)."""
+    local = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
         yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="module")
+def client(registry: LocalRegistry) -> RegistryClient:
+    return RegistryClient(registry.host, plain_http=True, env={}, timeout_s=5.0)
+
+
+@pytest.fixture(scope="module")
+def signer() -> KeyPair:
+    return make_keypair("ES256", kid="release-2026")
+
+
+@pytest.fixture(scope="module")
+def stranger() -> KeyPair:
+    return make_keypair("ES256", kid="release-2026")
+
+
+@pytest.fixture(scope="module")
+def trusted_key(signer: KeyPair) -> VerificationKey:
+    return VerificationKey(signer.public_pem, "ES256")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()

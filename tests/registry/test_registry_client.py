@@ -28,11 +28,6 @@ SIGNATURE = b"MEUCIQ-fake-detached-signature=="
 
 
 @pytest.fixture(scope="module")
-def client(registry) -> RegistryClient:
-    return RegistryClient(registry.host, plain_http=True, env={})
-
-
-@pytest.fixture(scope="module")
 def pushed(client) -> str:
     annotations = {"org.opencontainers.image.version": "1.0.0"}
     return client.push("policies/gate", "dev", ARCHIVE, SIGNATURE, annotations)

@@ -1,0 +1,455 @@
+"""BundleManager: keep the gate's policy bundle current from a registry channel, never lose the last good one.
+
+Cycle: resolve the channel tag -> (unchanged digest: nothing downloaded) -> pull by digest (digests and
+sizes checked) -> verify (signature, detached signature, pin, expiry) -> rollback check -> compile ->
+hand to the rollout hook as a candidate, or activate -> persist as last-good -> swap one reference.
+
+Readers call `current()` (one attribute read, no lock): a request sees the old snapshot or the new
+one, never a mix. Every failure keeps the active bundle, is counted by kind, reported through
+`on_event(kind, detail)`, and shown by `status()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from ig_gate.bundles.errors import (
+    BundleError,
+    ExpiredError,
+    PinError,
+    PolicyCompileError,
+)
+from ig_gate.bundles.laststate import LastGoodRecord, LastGoodStore
+from ig_gate.bundles.manifest import expiry_instant
+from ig_gate.bundles.policy import PolicySnapshot
+from ig_gate.bundles.registry import RegistryClient, RegistryError
+from ig_gate.bundles.rollback import RollbackError, check_rollback
+from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions, verify_bundle
+
+log = logging.getLogger(__name__)
+
+FAILURE_KINDS = (
+    "fetch",
+    "verify",
+    "pin",
+    "expiry",
+    "compile",
+    "rollback",
+    "persist",
+    "last_good",
+    "internal",
+)
+"""Failure kinds counted in `status().failures` and passed to `on_event`. Other events:
+`activated` (a bundle became active) and `active_expired` (the active bundle passed its expiry: alert)."""
+
+EventHook = Callable[[str, str], None]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def failure_kind(exc: BaseException) -> str:
+    """Map an exception to its failure kind (rollback before pin: RollbackError is a PinError)."""
+    kinds: tuple[tuple[type[BaseException], str], ...] = (
+        (RegistryError, "fetch"),
+        (RollbackError, "rollback"),
+        (PinError, "pin"),
+        (ExpiredError, "expiry"),
+        (PolicyCompileError, "compile"),
+        (BundleError, "verify"),
+    )
+    return next((kind for cls, kind in kinds if isinstance(exc, cls)), "internal")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A fetched, verified and compiled bundle that is not active yet (what a rollout controller gets)."""
+
+    snapshot: PolicySnapshot
+    source: str  # where it came from, e.g. "host/repo@sha256:..."
+    oci_digest: str | None
+    detached_signature: bytes | None
+
+    @property
+    def verified(self) -> VerifiedBundle:
+        return self.snapshot.verified
+
+
+CandidateHook = Callable[[Candidate], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """The last failure: its kind, message, when it first happened and when it was last seen."""
+
+    kind: str
+    message: str
+    since: dt.datetime
+    last_seen: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveInfo:
+    """What is in force now."""
+
+    digest: str
+    oci_digest: str | None
+    revision: str
+    version: str | None
+    channel: str | None
+    source: str
+    key_id: str | None
+    verified_at: dt.datetime
+    activated_at: dt.datetime
+    expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class BundleStatus:
+    """A consistent copy of the manager's state, for `/status`, logs and tests."""
+
+    registry: str
+    repository: str
+    channel: str
+    active: ActiveInfo | None
+    candidate: str | None  # OCI digest handed to the rollout hook and not decided yet
+    last_poll_at: dt.datetime | None
+    last_fetch_at: dt.datetime | None  # last time the registry answered
+    last_error: ErrorInfo | None
+    failures: Mapping[str, int]
+    activations: int
+    alerts: tuple[str, ...]
+    rejected: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        """JSON-friendly dict (datetimes as ISO 8601 strings)."""
+        return _jsonable(self)  # type: ignore[return-value]
+
+
+def _jsonable(value: object) -> object:
+    """Dataclasses -> dicts, datetimes -> ISO 8601, mappings and sequences recursively."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass(slots=True)
+class _State:
+    """Mutable bookkeeping, only touched under the manager's lock."""
+
+    active_info: ActiveInfo | None = None
+    candidate: Candidate | None = None
+    last_poll_at: dt.datetime | None = None
+    last_fetch_at: dt.datetime | None = None
+    last_error: ErrorInfo | None = None
+    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
+    activations: int = 0
+    refused: str | None = None  # OCI digest refused by verify/pin/expiry/compile/rollback: not re-downloaded
+    rejected: set[str] = field(default_factory=set)  # OCI digests reverted by the rollout controller
+    expired_alerted: str | None = None
+    consecutive_errors: int = 0
+
+
+class BundleManager:
+    """Polls one registry channel and keeps a verified, compiled PolicySnapshot active (a PolicySource)."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        repository: str,
+        channel: str,
+        options: VerifyOptions,
+        state_dir: Path,
+        *,
+        poll_interval_s: float = 30.0,
+        jitter: float = 0.1,
+        max_backoff_s: float = 300.0,
+        clock: Callable[[], dt.datetime] = utcnow,
+        on_event: EventHook | None = None,
+        on_candidate: CandidateHook | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if poll_interval_s <= 0 or not 0 <= jitter < 1 or max_backoff_s < poll_interval_s:
+            raise ValueError("need poll_interval_s > 0, 0 <= jitter < 1, max_backoff_s >= poll_interval_s")
+        self.client = client
+        self.repository = repository
+        self.channel = channel
+        self.options = options
+        self.store = LastGoodStore(state_dir)
+        self.poll_interval_s = poll_interval_s
+        self.jitter = jitter
+        self.max_backoff_s = max_backoff_s
+        self._clock = clock
+        self._on_event = on_event
+        self._on_candidate = on_candidate
+        self._rng = rng or random.Random()
+        self._active: PolicySnapshot | None = None
+        self._state = _State()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- PolicySource --------------------------------------------------------------------------
+
+    def current(self) -> PolicySnapshot | None:
+        """The active snapshot (None: no usable bundle -> the gate fails closed). Lock-free."""
+        return self._active
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load and re-verify the last-good bundle, then poll in a background thread (first poll at once)."""
+        self.load_last_good()
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=f"bundle-poll-{self.channel}", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the poll thread (the active snapshot stays readable)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            self._stop.wait(self.next_delay())
+
+    def next_delay(self) -> float:
+        """Seconds to the next poll: the interval (doubling per consecutive failure, capped) +/- jitter."""
+        with self._lock:
+            errors = self._state.consecutive_errors
+        base = min(self.max_backoff_s, self.poll_interval_s * 2 ** min(errors, 32))
+        return base * (1 + self._rng.uniform(-self.jitter, self.jitter))
+
+    # -- last-good -----------------------------------------------------------------------------
+
+    def load_last_good(self) -> bool:
+        """Re-verify the persisted last-good and activate it; a damaged or failing one is moved aside."""
+        with self._lock:
+            try:
+                stored = self.store.load()
+                if stored is None:
+                    return False
+                record = stored.record
+                where = f"last-good {record.source}"
+                verified = self._verify(stored.archive, stored.signature, where)
+                check_rollback(
+                    verified.version, self.store.read_floor(), self.options.pin.version_spec, where
+                )
+                snapshot = PolicySnapshot.from_verified(verified)
+            except BundleError as exc:
+                self._fail("last_good", f"{exc} [{failure_kind(exc)}]")
+                self.store.move_aside(self._clock())
+                return False
+            self._swap(snapshot, record.source, record.oci_digest, record.channel)
+            log.info("serving last-good bundle %s (version %s)", snapshot.digest, record.version)
+            return True
+
+    # -- polling -------------------------------------------------------------------------------
+
+    def poll_once(self) -> str:
+        """One poll cycle; returns what happened: unchanged|missing|activated|candidate|refused|failed."""
+        with self._lock:
+            now = self._clock()
+            self._state.last_poll_at = now
+            self._check_active_expiry(now)
+            where = f"{self.client.host}/{self.repository}:{self.channel}"
+            try:
+                digest = self.client.resolve(self.repository, self.channel)
+                self._state.last_fetch_at = self._clock()
+                outcome = self._consider(digest, where)
+            except BundleError as exc:
+                return self._refuse(exc, where)
+            except Exception as exc:  # a bug must not kill the poll thread or drop the last-good
+                log.exception("bundle poll of %s failed unexpectedly", where)
+                return self._refuse(exc, where)
+            self._state.consecutive_errors = 0
+            return outcome
+
+    def _consider(self, digest: str | None, where: str) -> str:
+        """Decide on the digest the tag points at; raises BundleError subclasses on refusal."""
+        state = self._state
+        if digest is None:
+            raise RegistryError(f"{where}: channel tag not found")
+        active = state.active_info
+        pending = state.candidate.oci_digest if state.candidate else None
+        if digest in (active.oci_digest if active else None, pending):
+            self._clear_error()
+            return "unchanged"
+        if digest == state.refused or digest in state.rejected:
+            return "refused"  # same bad digest still on the channel: keep the error, download nothing
+        source = f"{self.client.host}/{self.repository}@{digest}"
+        artifact = self.client.fetch(self.repository, digest)
+        state.refused = digest  # until it passes every check below
+        verified = self._verify(artifact.archive, artifact.signature, source)
+        check_rollback(verified.version, self.store.read_floor(), self.options.pin.version_spec, source)
+        candidate = Candidate(PolicySnapshot.from_verified(verified), source, digest, artifact.signature)
+        state.refused = None
+        if self._on_candidate is None:
+            self._activate(candidate)
+            return "activated"
+        state.candidate = candidate
+        self._clear_error()
+        self._on_candidate(candidate)
+        return "candidate"
+
+    def _verify(self, archive: bytes, signature: bytes | None, where: str) -> VerifiedBundle:
+        options = dataclasses.replace(self.options, now=self._clock())
+        if signature is not None:
+            options = dataclasses.replace(options, detached_signature=signature)
+        try:
+            return verify_bundle(archive, options)
+        except BundleError as exc:
+            raise type(exc)(f"{where}: {exc}") from exc
+
+    # -- rollout hook API ----------------------------------------------------------------------
+
+    def promote(self, candidate: Candidate) -> None:
+        """Make a candidate active and last-good (called by the rollout controller when it is healthy)."""
+        with self._lock:
+            self._activate(candidate)
+
+    def reject(self, candidate: Candidate, reason: str) -> None:
+        """Drop a candidate; its digest is not retried until the channel points at another one."""
+        with self._lock:
+            if candidate.oci_digest:
+                self._state.rejected.add(candidate.oci_digest)
+            if self._state.candidate is candidate:
+                self._state.candidate = None
+            self._emit("rejected", f"{candidate.source}: {reason}")
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _activate(self, candidate: Candidate) -> None:
+        verified = candidate.verified
+        record = LastGoodRecord(
+            digest=verified.digest,
+            version=verified.version,
+            revision=verified.revision,
+            verified_at=verified.verified_at.isoformat(),
+            key_id=verified.signature.key_id if verified.signature else None,
+            source=candidate.source,
+            channel=self.channel,
+            oci_digest=candidate.oci_digest,
+            has_signature=candidate.detached_signature is not None,
+        )
+        try:
+            self.store.save(verified.bundle.archive, candidate.detached_signature, record)
+            self.store.write_floor(verified.version, verified.digest)
+        except OSError as exc:
+            raise _PersistError(f"{self.store.state_dir}: cannot persist last-good ({exc.strerror})") from exc
+        self._swap(candidate.snapshot, candidate.source, candidate.oci_digest, self.channel)
+        if self._state.candidate is candidate:
+            self._state.candidate = None
+        self._state.activations += 1
+        self._clear_error()
+        self._emit("activated", f"{candidate.source} version={verified.version} revision={verified.revision}")
+        log.info("activated bundle %s from %s", verified.digest, candidate.source)
+
+    def _swap(
+        self, snapshot: PolicySnapshot, source: str, oci_digest: str | None, channel: str | None
+    ) -> None:
+        verified = snapshot.verified
+        expires = verified.bundle.manifest.expires
+        self._state.active_info = ActiveInfo(
+            digest=verified.digest,
+            oci_digest=oci_digest,
+            revision=verified.revision,
+            version=verified.version,
+            channel=channel,
+            source=source,
+            key_id=verified.signature.key_id if verified.signature else None,
+            verified_at=verified.verified_at,
+            activated_at=self._clock(),
+            expires_at=expiry_instant(expires) if expires is not None else None,
+        )
+        self._active = snapshot  # the one atomic reference swap readers observe
+
+    def _check_active_expiry(self, now: dt.datetime) -> None:
+        info = self._state.active_info
+        if info and info.expires_at and now >= info.expires_at and self._state.expired_alerted != info.digest:
+            self._state.expired_alerted = info.digest
+            self._emit(
+                "active_expired", f"active bundle {info.digest} expired at {info.expires_at.isoformat()}"
+            )
+            log.warning(
+                "active bundle %s expired at %s; it stays in force until a newer one verifies",
+                info.digest,
+                info.expires_at.isoformat(),
+            )
+
+    def _refuse(self, exc: BaseException, where: str) -> str:
+        kind = "persist" if isinstance(exc, _PersistError) else failure_kind(exc)
+        message = str(exc) if isinstance(exc, BundleError) else f"{where}: {type(exc).__name__}: {exc}"
+        self._fail(kind, message)
+        self._state.consecutive_errors += kind == "fetch"
+        return "failed" if kind in ("fetch", "internal", "persist") else "refused"
+
+    def _fail(self, kind: str, message: str) -> None:
+        now = self._clock()
+        previous = self._state.last_error
+        since = previous.since if previous and (previous.kind, previous.message) == (kind, message) else now
+        self._state.last_error = ErrorInfo(kind, message, since, now)
+        self._state.failures[kind] += 1
+        log.warning("bundle %s failure: %s", kind, message)
+        self._emit(kind, message)
+
+    def _clear_error(self) -> None:
+        self._state.last_error = None
+
+    def _emit(self, kind: str, detail: str) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(kind, detail)
+        except Exception:
+            log.exception("bundle event hook failed for %s", kind)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> BundleStatus:
+        """A consistent copy of the manager's state."""
+        with self._lock:
+            state, now = self._state, self._clock()
+            alerts = []
+            info = state.active_info
+            if info and info.expires_at and now >= info.expires_at:
+                alerts.append(f"active bundle expired at {info.expires_at.isoformat()}")
+            if info is None:
+                alerts.append("no active bundle: requests fail closed")
+            return BundleStatus(
+                registry=self.client.host,
+                repository=self.repository,
+                channel=self.channel,
+                active=info,
+                candidate=state.candidate.oci_digest if state.candidate else None,
+                last_poll_at=state.last_poll_at,
+                last_fetch_at=state.last_fetch_at,
+                last_error=state.last_error,
+                failures=MappingProxyType(dict(state.failures)),
+                activations=state.activations,
+                alerts=tuple(alerts),
+                rejected=tuple(sorted(state.rejected)),
+            )
+
+
+class _PersistError(BundleError):
+    """The last-good bundle could not be written; the new bundle is not activated."""
