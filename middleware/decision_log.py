@@ -5,8 +5,9 @@ drops the entry and counts it; ~0.4 µs, where `queue.Queue.put_nowait` costs 1-
 against a busy writer thread); a daemon thread serialises, redacts, chains and
 writes. Each line is one JSON object:
 
-    {"decision_id", "path", "input", "result", "bundles": {"ig": {"revision"}},
-     "timestamp" (RFC 3339, UTC), "labels": {"app": "ig-gate", "id", "version"},
+    {"decision_id", "path", "input", "result", "bundles": {"ig": {"revision"}} (the entry's
+     "bundles", else built from its "revision"), "timestamp" (RFC 3339, UTC; the entry's
+     epoch "timestamp", else the time of append()), "labels": {"app": "ig-gate", "id", "version"},
      ...any other keys of the entry..., "prev_hash", "entry_hash"}
 
 `prev_hash` is the SHA-256 (hex) of the previous line's bytes without its newline
@@ -21,6 +22,7 @@ One process writes one file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -47,10 +49,18 @@ SECRET_KEY_PARTS = (
     "authorization", "token", "cookie", "secret", "password", "passwd", "attestation",
     "apikey", "privatekey", "credential",
 )
+_SECRET_KEY = re.compile("|".join(SECRET_KEY_PARTS))
+# a superset of what redact() replaces, looked for in the lower-cased JSON text without "-" and "_":
+# entries without a hit (nearly all) are encoded once and never walked
+_SECRET_HINTS = (*SECRET_KEY_PARTS, "bearer", "eyj")
+_SCALARS = frozenset({int, float, bool, type(None)})
 _BEARER_OR_JWT = re.compile(r"^(?:bearer\s|eyJ[\w-]*\.[\w-]*\.)", re.IGNORECASE)
 _ENTRY_HASH_SUFFIX = re.compile(rb',"entry_hash":"([0-9a-f]{64})"\}')
 _SUFFIX_LEN = 81  # len(',"entry_hash":"') + 64 + len('"}')
-_KNOWN_KEYS = frozenset({"decision_id", "path", "input", "result", "revision", "timestamp", "labels"})
+_KNOWN_KEYS = frozenset({
+    "decision_id", "path", "input", "result", "bundles", "revision", "timestamp", "labels",
+    "prev_hash", "entry_hash",
+})
 
 
 class _Barrier:
@@ -87,21 +97,41 @@ class ChainReport:
 
 def redact(value: Any) -> Any:
     """A copy of `value` with secret-named keys and bearer/JWT-looking strings replaced, at any depth."""
-    if isinstance(value, Mapping):
-        return {
-            key: REDACTED if _is_secret_key(key) else redact(item) for key, item in value.items()
-        }
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
-        return [redact(item) for item in items]
-    if isinstance(value, str) and _BEARER_OR_JWT.match(value):
-        return REDACTED
+    kind = type(value)
+    if kind is str:
+        return REDACTED if _BEARER_OR_JWT.match(value) else value
+    if kind in _SCALARS:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {key: REDACTED if _is_secret_key(key) else redact(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [redact(item) for item in value]
+    if isinstance(value, set | frozenset):
+        return [redact(item) for item in sorted(value, key=str)]
     return value
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_secret_key(key: Any) -> bool:
-    name = str(key).lower().replace("-", "").replace("_", "")
-    return any(part in name for part in SECRET_KEY_PARTS)
+    return _SECRET_KEY.search(str(key).lower().replace("-", "").replace("_", "")) is not None
+
+
+def _json_default(value: Any) -> Any:
+    """Encode what JSON has no type for: sets as sorted lists, other mappings as dicts, the rest as str."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return str(value)
+
+
+# ensure_ascii=False keeps key names literal, so _SECRET_HINT sees them as redact() does
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def _may_hold_secret(text: str) -> bool:
+    folded = text.lower().replace("-", "").replace("_", "")
+    return any(hint in folded for hint in _SECRET_HINTS)  # ~3x faster than a 12-way regex alternation
 
 
 def _rfc3339(ts: float) -> str:
@@ -252,15 +282,18 @@ class DecisionLog:
         record: dict[str, Any] = {
             "decision_id": entry.get("decision_id"),
             "path": entry.get("path", DEFAULT_PATH),
-            "input": redact(entry.get("input")),
-            "result": redact(entry.get("result")),
-            "bundles": {"ig": {"revision": entry.get("revision", "")}},
+            "input": entry.get("input"),
+            "result": entry.get("result"),
+            "bundles": entry.get("bundles") or {"ig": {"revision": entry.get("revision", "")}},
             "timestamp": _rfc3339(entry.get("timestamp", ts)),
             "labels": {**self._labels, **entry.get("labels", {})},
         }
-        record.update(redact({k: v for k, v in entry.items() if k not in _KNOWN_KEYS}))
+        record.update({k: v for k, v in entry.items() if k not in _KNOWN_KEYS})
         record["prev_hash"] = self._prev_hash
-        body = json.dumps(record, separators=(",", ":"), default=str).encode()
+        text = _ENCODER.encode(record)
+        if _may_hold_secret(text):  # rare: redact, encode again
+            text = _ENCODER.encode(redact(record))
+        body = text.encode()
         return body[:-1] + b',"entry_hash":"' + _sha256(body).encode() + b'"}'
 
     def _flush(self, sync: bool) -> None:

@@ -38,15 +38,17 @@ DECISION_BUCKETS = (
 )
 OUTCOMES = ("allow", "stepup", "deny", "unauthenticated", "error")
 PROFILES = ("read", "write", "subscription", "ingest")
-# reasons the gate and the example policy give; anything else is counted as "other"
+# reasons the gate and the example policy (policies/ig/*.rego) give; anything else is "other"
 REASONS = (
-    "ok", "excluded", "fail_open",
+    "ok", "excluded", "fail_open", "no_rule_allowed",
     "token_missing", "token_invalid", "token_expired", "token_revoked",
-    "risk_high", "risk_medium", "stepup_required",
-    "device_jailbroken", "device_untrusted", "device_unmanaged", "device_unknown",
-    "geo_fenced", "geo_anomaly", "geo_unknown",
-    "tenant_missing", "tenant_unknown", "tenant_mismatch",
-    "no_bundle", "engine_error", "policy_error", "signal_error", "policy_deny",
+    "risk_high", "risk_medium", "risk_unknown", "stepup_required", "auth_too_old",
+    "device_jailbroken", "device_untrusted", "device_unmanaged", "device_unmanaged_write", "device_unknown",
+    "geo_fenced", "geo_anomaly", "geo_unknown", "unknown_tenant",
+    "purpose_missing", "purpose_unknown", "purpose_denied", "purpose_not_granted",
+    "purpose_operation_forbidden",
+    "no_bundle", "engine_error", "identity_unconfigured", "internal_error",
+    "malformed_request", "body_too_large",
 )
 
 
