@@ -56,7 +56,7 @@ class World:
     mmdb: Path
 
     def settings(self, **overrides: Any) -> Settings:
-        """Settings wired to this world; overrides are merged per section (`geo={"trusted_proxies": [...]}`)."""
+        """Settings wired to this world; overrides merge per section (`geo={"trusted_proxies": [...]}`)."""
         raw: dict[str, Any] = {
             "bundle": {"path": str(self.bundle_path), "verification_key": str(self.bundle_pub)},
             "identity": {"jwks": str(self.idp_jwks)},
@@ -99,9 +99,15 @@ def build_world(root: Path) -> World:
     bundle_path = root / "policy.tgz"
     bundle_path.write_bytes(signed.archive)
     return World(
-        root, idp, mdm, bundle_key,
-        write_jwks(root / "idp-jwks.json", idp), write_jwks(root / "mdm-jwks.json", mdm),
-        bundle_path, bundle_pub, write_mmdb(root / "test-country.mmdb"),
+        root,
+        idp,
+        mdm,
+        bundle_key,
+        write_jwks(root / "idp-jwks.json", idp),
+        write_jwks(root / "mdm-jwks.json", mdm),
+        bundle_path,
+        bundle_pub,
+        write_mmdb(root / "test-country.mmdb"),
     )
 
 
@@ -111,13 +117,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 async def call_asgi(
-    app: Any, *, method: str = "POST", path: str = "/graphql", headers: list[tuple[bytes, bytes]] = (),
-    body: bytes = b"", peer: tuple[str, int] = PEER, chunks: int = 1,
+    app: Any,
+    *,
+    method: str = "POST",
+    path: str = "/graphql",
+    headers: list[tuple[bytes, bytes]] = (),
+    body: bytes = b"",
+    peer: tuple[str, int] = PEER,
+    chunks: int = 1,
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     """Drive an ASGI app directly with raw header bytes: (status, headers, body) of the response."""
     size = max(1, -(-len(body) // chunks))
-    parts = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
-    messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+    parts = [body[i : i + size] for i in range(0, len(body), size)] or [b""]
+    messages = [
+        {"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)
+    ]
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -126,9 +140,19 @@ async def call_asgi(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-             "headers": list(headers), "client": peer, "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": list(headers),
+        "client": peer,
+        "server": ("testserver", 80),
+    }
     await app(scope, receive, send)
     start = sent[0]
     return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
@@ -138,14 +162,22 @@ async def _graphql(request: Request) -> JSONResponse:
     """Echo what the app sees: the gate's identity and the body (to prove it was replayed unchanged)."""
     identity = getattr(request.state, "ig_gate", None)
     body = await request.body()
-    return JSONResponse({
-        "identity": None if identity is None else {
-            "subject": identity.subject, "tenant": identity.tenant, "risk": identity.risk,
-            "posture": identity.posture, "country": identity.country,
-            "decision_id": identity.decision_id, "profile": identity.profile,
-        },
-        "body": body.decode("latin-1"),
-    })
+    return JSONResponse(
+        {
+            "identity": None
+            if identity is None
+            else {
+                "subject": identity.subject,
+                "tenant": identity.tenant,
+                "risk": identity.risk,
+                "posture": identity.posture,
+                "country": identity.country,
+                "decision_id": identity.decision_id,
+                "profile": identity.profile,
+            },
+            "body": body.decode("latin-1"),
+        }
+    )
 
 
 async def _healthz(request: Request) -> PlainTextResponse:
@@ -161,12 +193,14 @@ async def _ws(websocket: WebSocket) -> None:
 
 def demo_app() -> Starlette:
     """A small GraphQL-ish app: /graphql (GET, POST), /api/items (POST, REST), /healthz, ws /graphql/ws."""
-    return Starlette(routes=[
-        Route("/graphql", _graphql, methods=["GET", "POST"]),
-        Route("/api/items", _graphql, methods=["POST", "PUT"]),
-        Route("/healthz", _healthz),
-        WebSocketRoute("/graphql/ws", _ws),
-    ])
+    return Starlette(
+        routes=[
+            Route("/graphql", _graphql, methods=["GET", "POST"]),
+            Route("/api/items", _graphql, methods=["POST", "PUT"]),
+            Route("/healthz", _healthz),
+            WebSocketRoute("/graphql/ws", _ws),
+        ]
+    )
 
 
 @pytest.fixture
@@ -192,4 +226,3 @@ def make_client(world: World, tmp_path: Path) -> Any:
 def query(text: str = "query Me { me { id } }", **extra: Any) -> str:
     """A GraphQL-over-HTTP JSON body."""
     return json.dumps({"query": text, **extra})
-

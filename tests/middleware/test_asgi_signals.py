@@ -92,8 +92,9 @@ def test_jailbroken_and_untrusted_devices_are_denied(world, make_client, posture
 
 
 def test_managed_device_may_write(world, make_client):
-    response = post(make_client(), world.token(), MUTATION,
-                    **{"x-device-attestation": world.attestation("managed")})
+    response = post(
+        make_client(), world.token(), MUTATION, **{"x-device-attestation": world.attestation("managed")}
+    )
 
     assert response.status_code == 200
     assert response.json()["identity"]["posture"] == "managed"
@@ -151,7 +152,9 @@ def test_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(world, make_cli
 
 
 def test_unknown_country_fails_closed(world, make_client):
-    response = post(make_client(peer=("10.200.0.1", 5000)), world.token())  # trusted proxy, no header: private
+    response = post(
+        make_client(peer=("10.200.0.1", 5000)), world.token()
+    )  # trusted proxy, no header: private
 
     assert response.status_code == 403
     assert "geo_unknown" in graphql_error(response)["message"]
@@ -194,8 +197,15 @@ def test_purpose_header_reaches_the_policy(world, make_client):
 
     assert post(client, token).status_code == 403
     assert post(client, token, **{"x-purpose": "support"}).status_code == 200
-    assert post(client, token, MUTATION, **{"x-purpose": "support",
-                                            "x-device-attestation": world.attestation("managed")}).status_code == 403
+    assert (
+        post(
+            client,
+            token,
+            MUTATION,
+            **{"x-purpose": "support", "x-device-attestation": world.attestation("managed")},
+        ).status_code
+        == 403
+    )
 
 
 def test_embedded_default_database_resolves_8_8_8_8_to_us(world, make_client):

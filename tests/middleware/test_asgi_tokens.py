@@ -33,8 +33,15 @@ def hs256_with_public_key(world) -> str:
     """The classic key-confusion attack: HS256 keyed with the IdP's public PEM."""
     now = int(time.time())
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": world.idp.kid}).encode())
-    claims = {"iss": "https://idp.example.test", "aud": "ig-gateway", "sub": "mallory", "tenant": "acme",
-              "risk": "low", "iat": now, "exp": now + 600}
+    claims = {
+        "iss": "https://idp.example.test",
+        "aud": "ig-gateway",
+        "sub": "mallory",
+        "tenant": "acme",
+        "risk": "low",
+        "iat": now,
+        "exp": now + 600,
+    }
     signing_input = f"{header}.{_b64(json.dumps(claims).encode())}"
     signature = hmac.new(world.idp.public_pem, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{_b64(signature)}"
@@ -45,9 +52,17 @@ BAD_TOKENS = {
     "not_yet_valid": lambda w: mint(w.idp, nbf=int(time.time()) + 3600, tenant="acme", risk="low"),
     "wrong_issuer": lambda w: mint(w.idp, iss="https://evil.example", tenant="acme", risk="low"),
     "wrong_audience": lambda w: mint(w.idp, aud="someone-else", tenant="acme", risk="low"),
-    "alg_none": lambda w: jwt.encode({"sub": "mallory", "iss": "https://idp.example.test", "aud": "ig-gateway",
-                                      "exp": int(time.time()) + 600}, None, algorithm="none",
-                                     headers={"kid": w.idp.kid}),
+    "alg_none": lambda w: jwt.encode(
+        {
+            "sub": "mallory",
+            "iss": "https://idp.example.test",
+            "aud": "ig-gateway",
+            "exp": int(time.time()) + 600,
+        },
+        None,
+        algorithm="none",
+        headers={"kid": w.idp.kid},
+    ),
     "hs_with_public_key": hs256_with_public_key,
     "unknown_kid": lambda w: mint(make_keypair("ES256", "not-in-jwks"), tenant="acme", risk="low"),
     "right_kid_wrong_key": lambda w: mint(make_keypair("ES256", w.idp.kid), tenant="acme", risk="low"),
@@ -129,7 +144,9 @@ def test_malformed_bearer_credentials_get_400_invalid_request(make_client, kind)
     middleware = make_client().middleware
     headers = [(b"content-type", b"application/json"), (b"authorization", MALFORMED_AUTHORIZATION[kind])]
 
-    status, response_headers, body = asyncio.run(call_asgi(middleware, headers=headers, body=query().encode()))
+    status, response_headers, body = asyncio.run(
+        call_asgi(middleware, headers=headers, body=query().encode())
+    )
 
     assert status == 400
     assert b'error="invalid_request"' in response_headers[b"www-authenticate"]
@@ -146,7 +163,10 @@ def test_two_authorization_headers_are_malformed(world, make_client):
 
 
 def test_bad_json_body_is_a_400_not_a_500(world, make_client):
-    headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer " + world.token().encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"authorization", b"Bearer " + world.token().encode()),
+    ]
     for body in (b"{not json", b"\xff\xfe", b'{"query": 42}'):
         status, _, payload = asyncio.run(call_asgi(make_client().middleware, headers=headers, body=body))
         assert status == 400, body
@@ -158,16 +178,32 @@ def test_rest_paths_get_plain_json_error_bodies(make_client):
 
     assert response.status_code == 401
     body = response.json()
-    assert body["error"] == "unauthenticated" and body["reason"] == "bearer token missing" and body["decision_id"]
+    assert (
+        body["error"] == "unauthenticated"
+        and body["reason"] == "bearer token missing"
+        and body["decision_id"]
+    )
 
 
-@pytest.mark.parametrize("header", [
-    b"not-an-ip", b"1.2.3.4.5", b"\xff\xfe", b"[::1", b"1.2.3.4:http", b", , ,", b"9" * 10_000,
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"not-an-ip",
+        b"1.2.3.4.5",
+        b"\xff\xfe",
+        b"[::1",
+        b"1.2.3.4:http",
+        b", , ,",
+        b"9" * 10_000,
+    ],
+)
 def test_malformed_forwarded_for_from_a_trusted_proxy_is_ignored_and_counted(world, make_client, header):
     middleware = make_client().middleware
-    headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer " + world.token().encode()),
-               (b"x-forwarded-for", header)]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"authorization", b"Bearer " + world.token().encode()),
+        (b"x-forwarded-for", header),
+    ]
 
     status, _, _ = asyncio.run(call_asgi(middleware, headers=headers, body=query().encode(), peer=(PROXY, 1)))
 
@@ -176,14 +212,23 @@ def test_malformed_forwarded_for_from_a_trusted_proxy_is_ignored_and_counted(wor
     assert header == b", , ," or malformed == 1
 
 
-@pytest.mark.parametrize("name, value", [
-    (b"x-device-attestation", b"\xff" * 10), (b"x-device-attestation", b"a" * 20_000),
-    (b"x-device-attestation", b"not.a.jwt"), (b"cookie", b"\xff\xfe=\x00;;;="),
-    (b"content-type", b"text/plain"), (b"x-forwarded-for", b"\xff"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        (b"x-device-attestation", b"\xff" * 10),
+        (b"x-device-attestation", b"a" * 20_000),
+        (b"x-device-attestation", b"not.a.jwt"),
+        (b"cookie", b"\xff\xfe=\x00;;;="),
+        (b"content-type", b"text/plain"),
+        (b"x-forwarded-for", b"\xff"),
+    ],
+)
 def test_odd_secondary_headers_never_break_a_good_request(world, make_client, name, value):
-    headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer " + world.token().encode()),
-               (name, value)]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"authorization", b"Bearer " + world.token().encode()),
+        (name, value),
+    ]
 
     status, _, _ = asyncio.run(call_asgi(make_client().middleware, headers=headers, body=query().encode()))
 

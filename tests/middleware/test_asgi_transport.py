@@ -1,0 +1,319 @@
+"""The middleware as ASGI: WebSocket connect, lifespan, excluded paths, body buffering and limits, failure
+modes, threads, the decision log and the metrics it keeps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from ig_gate.bundles.archive import build_bundle
+from ig_gate.bundles.signing import sign_bundle
+from ig_gate.middleware import Gate, Settings, ZeroTrustMiddleware, load_settings
+from ig_gate.middleware.decision_log import verify_chain
+from tests.middleware.conftest import FR_IP, REPO, call_asgi, demo_app, query
+
+JSON = {"content-type": "application/json"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {**JSON, "authorization": f"Bearer {token}"}
+
+
+def sample(client, name: str, **labels: str) -> float | None:
+    return client.middleware.gate.metrics.registry.get_sample_value(name, labels)
+
+
+def test_public_interface_imports():
+    assert ZeroTrustMiddleware.__name__ == "ZeroTrustMiddleware" and Gate.__name__ == "Gate"
+    assert isinstance(load_settings(None, env={}), Settings)
+
+
+def test_config_file_path_is_accepted(world, tmp_path):
+    config = tmp_path / "ig-gate.yaml"
+    config.write_text(
+        f"bundle: {{path: {world.bundle_path}, verification_key: {world.bundle_pub}}}\n"
+        f"identity: {{jwks: {world.idp_jwks}}}\n"
+    )
+    middleware = ZeroTrustMiddleware(demo_app(), config=str(config))
+    try:
+        assert middleware.gate.status()["ready"] is True
+    finally:
+        middleware.gate.close()
+
+
+def test_websocket_connect_allowed_passes_identity_to_the_app(world, make_client):
+    client = make_client()
+    with client.websocket_connect("/graphql/ws", headers={"authorization": f"Bearer {world.token()}"}) as ws:
+        assert ws.receive_json() == {"subject": "alice", "country": "US"}
+
+
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, 4401),
+        ({"authorization": "Bearer abc.def.ghi"}, 4401),
+        ({"authorization": "Bearer {high}"}, 4403),
+        ({"authorization": "Bearer {medium}"}, 4401),
+    ],
+)
+def test_websocket_connect_refused_with_close_code_before_accept(world, make_client, headers, code):
+    tokens = {"high": world.token(risk="high"), "medium": world.token(risk="medium")}
+    headers = {k: v.format(**tokens) for k, v in headers.items()}
+
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        make_client().websocket_connect("/graphql/ws", headers=headers),
+    ):
+        pass
+
+    assert refused.value.code == code
+
+
+def test_websocket_fails_closed_with_4503_when_no_bundle(world, make_client, tmp_path):
+    client = make_client(bundle={"path": str(tmp_path / "missing.tgz")})
+    with (
+        pytest.raises(WebSocketDisconnect) as refused,
+        client.websocket_connect("/graphql/ws", headers={"authorization": f"Bearer {world.token()}"}),
+    ):
+        pass
+    assert refused.value.code == 4503
+
+
+def test_excluded_path_passes_without_a_token(make_client):
+    client = make_client()
+    assert client.get("/healthz").text == "ok"
+    assert client.get("/healthz/deep").status_code == 401  # exact match only
+
+
+def test_lifespan_passes_through_and_shutdown_flushes_the_decision_log(world, make_client, tmp_path):
+    client = make_client()
+    with client:  # runs lifespan startup and shutdown
+        assert client.post("/graphql", content=query(), headers=bearer(world.token())).status_code == 200
+    log_path = tmp_path / "decisions.jsonl"
+    assert len(log_path.read_text().splitlines()) == 1
+
+
+def test_state_is_created_when_the_scope_has_none(world, make_client):
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen.update(scope["state"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = ZeroTrustMiddleware(app, gate=make_client().middleware.gate)
+    headers = [(b"authorization", f"Bearer {world.token()}".encode())]
+
+    status, _, _ = asyncio.run(call_asgi(middleware, method="GET", headers=headers))
+
+    assert status == 204
+    assert seen["ig_gate"].subject == "alice" and seen["ig_gate"].tenant == "acme"
+
+
+def test_a_chunked_body_is_buffered_and_replayed_whole(world, make_client):
+    body = query("query Big { a }", variables={"blob": "x" * 5000}).encode()
+    headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {world.token()}".encode())]
+
+    status, _, payload = asyncio.run(
+        call_asgi(make_client().middleware, headers=headers, body=body, chunks=7)
+    )
+
+    assert status == 200
+    assert json.loads(payload)["body"].encode("latin-1") == body
+
+
+def test_body_over_the_limit_gets_413_by_content_length_and_by_stream(world, make_client):
+    middleware = make_client(server={"max_body_bytes": 1000}).middleware
+    body = query(variables={"blob": "x" * 2000}).encode()
+    auth = (b"authorization", f"Bearer {world.token()}".encode())
+    declared = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), auth]
+    undeclared = [(b"content-type", b"application/json"), auth]
+
+    for headers in (declared, undeclared):
+        status, _, payload = asyncio.run(call_asgi(middleware, headers=headers, body=body, chunks=4))
+        assert status == 413
+        assert json.loads(payload)["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_non_graphql_bodies_stream_through_unbuffered(world, make_client):
+    client = make_client()
+    response = client.post(
+        "/api/items",
+        content=b"a,b\n1,2\n",
+        headers={
+            "content-type": "text/csv",
+            "authorization": f"Bearer {world.token()}",
+            "x-device-attestation": world.attestation("managed"),
+        },
+    )
+
+    assert response.status_code == 200
+    assert response.json()["body"] == "a,b\n1,2\n" and response.json()["identity"]["profile"] == "ingest"
+
+
+def test_get_query_parameter_is_sniffed(world, make_client):
+    client = make_client()
+    read = client.get("/graphql", params={"query": "{ me { id } }"}, headers=bearer(world.token()))
+    write = client.get("/graphql", params={"query": "mutation { x }"}, headers=bearer(world.token()))
+
+    assert read.status_code == 200 and read.json()["identity"]["profile"] == "read"
+    assert write.status_code == 401 and "device_unmanaged_write" in write.text
+
+
+def test_head_refusal_has_no_body(make_client):
+    response = make_client().head("/graphql")
+    assert response.status_code == 401 and response.content == b""
+
+
+def test_no_bundle_fails_closed_with_503_and_status_says_why(world, make_client, tmp_path, caplog):
+    with caplog.at_level("ERROR", logger="ig_gate.gate"):
+        client = make_client(bundle={"path": str(tmp_path / "missing.tgz")})
+    response = client.post("/graphql", content=query(), headers=bearer(world.token()))
+
+    assert response.status_code == 503
+    assert response.json()["errors"][0]["extensions"]["code"] == "POLICY_UNAVAILABLE"
+    status = client.middleware.gate.status()
+    assert status["ready"] is False and "missing.tgz" in status["policy_problem"]
+    assert any("missing.tgz" in r.getMessage() for r in caplog.records)
+    assert sample(client, "ig_gate_failure_mode_total", kind="no_bundle", mode="closed") == 1
+
+
+def test_a_bundle_signed_by_another_key_is_not_used(world, make_client, tmp_path):
+    from tests.support.keys import make_keypair
+
+    forged = tmp_path / "forged.tgz"
+    forged.write_bytes(sign_bundle(build_bundle(REPO / "policies"), make_keypair().private_pem).archive)
+    client = make_client(bundle={"path": str(forged)})
+
+    assert client.post("/graphql", content=query(), headers=bearer(world.token())).status_code == 503
+    assert "SignatureError" in client.middleware.gate.status()["policy_problem"]
+
+
+def test_failure_mode_open_passes_and_counts(world, make_client, tmp_path):
+    client = make_client(bundle={"path": str(tmp_path / "missing.tgz")}, failure_mode="open")
+    response = client.post("/graphql", content=query(), headers=bearer(world.token()))
+
+    assert response.status_code == 200
+    assert response.json()["identity"]["subject"] == "alice"
+    assert sample(client, "ig_gate_failure_mode_total", kind="no_bundle", mode="open") == 1
+    assert client.post("/graphql", content=query()).status_code == 401  # open never skips authentication
+
+
+def test_a_policy_query_that_yields_no_decision_fails_closed(world, make_client):
+    client = make_client(bundle={"query": "data.ig.zt.no_such_rule"})
+    response = client.post("/graphql", content=query(), headers=bearer(world.token()))
+
+    assert response.status_code == 503
+    assert sample(client, "ig_gate_failure_mode_total", kind="engine_error", mode="closed") == 1
+
+
+def test_decisions_are_memoized_unless_the_bundle_opts_out(world, make_client, tmp_path):
+    client = make_client()
+    for _ in range(3):
+        client.post("/graphql", content=query(), headers=bearer(world.token()))
+    assert sample(client, "ig_gate_memo_lookups_total", result="hit") == 2
+
+    source = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", source)
+    manifest = json.loads((source / ".manifest").read_text())
+    (source / ".manifest").write_text(json.dumps({**manifest, "cacheable": False}))
+    uncacheable = tmp_path / "uncacheable.tgz"
+    uncacheable.write_bytes(sign_bundle(build_bundle(source), world.bundle_key.private_pem).archive)
+    client = make_client(bundle={"path": str(uncacheable)})
+    for _ in range(3):
+        assert client.post("/graphql", content=query(), headers=bearer(world.token())).status_code == 200
+    assert sample(client, "ig_gate_memo_lookups_total", result="hit") is None
+    assert client.middleware.gate.status()["memo_entries"] == 0
+
+
+def test_constructed_on_one_thread_and_served_concurrently_on_others(world, make_client):
+    middleware = make_client().middleware
+    token = world.token()
+    results: list[int] = []
+
+    def serve() -> None:
+        with TestClient(middleware, client=("203.0.113.9", 1)) as client:
+            results.extend(
+                client.post("/graphql", content=query(), headers=bearer(token)).status_code for _ in range(20)
+            )
+
+    threads = [threading.Thread(target=serve) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert results == [200] * 60
+
+
+def test_every_decision_is_logged_redacted_and_chained(world, make_client, tmp_path):
+    client = make_client(peer=(FR_IP, 1))
+    token = world.token()
+    client.post("/graphql", content=query(), headers=bearer(token))  # deny: geo_fenced
+    client.post("/graphql", content=query())  # unauthenticated
+    client.post("/graphql", content=b"{bad", headers=bearer(token))  # bad request
+    client.middleware.gate.close()
+
+    log_path = tmp_path / "decisions.jsonl"
+    text = log_path.read_text()
+    entries = [json.loads(line) for line in text.splitlines()]
+    assert [e["outcome"] for e in entries] == ["deny", "unauthenticated", "bad_request"]
+    assert token not in text and token.split(".")[2] not in text
+    first = entries[0]
+    assert first["path"] == "ig/zt/decision"
+    assert first["input"]["geo"]["country"] == "FR" and first["input"]["session"]["subject"] == "alice"
+    assert first["result"]["deny"] is True and "geo_fenced" in first["result"]["reasons"]
+    assert first["bundles"]["ig"]["revision"].startswith("1.0.0+")
+    assert len({e["decision_id"] for e in entries}) == 3
+    assert verify_chain(log_path).ok and verify_chain(log_path).entries == 3
+
+    lines = text.splitlines(keepends=True)
+    lines[1] = lines[1].replace('"unauthenticated"', '"allow"')
+    log_path.write_text("".join(lines))
+    report = verify_chain(log_path)
+    assert not report.ok and report.first_bad_line == 2
+
+
+def test_decisions_are_counted_by_outcome_reason_tenant_and_profile(world, make_client):
+    client = make_client()
+    client.post("/graphql", content=query(), headers=bearer(world.token()))
+    client.post("/graphql", content=query(), headers=bearer(world.token(risk="high")))
+    client.post("/graphql", content=query(), headers=JSON)
+
+    assert (
+        sample(client, "ig_gate_decisions_total", outcome="allow", reason="ok", tenant="acme", profile="read")
+        == 1
+    )
+    assert (
+        sample(
+            client,
+            "ig_gate_decisions_total",
+            outcome="deny",
+            reason="risk_high",
+            tenant="acme",
+            profile="read",
+        )
+        == 1
+    )
+    assert (
+        sample(
+            client,
+            "ig_gate_decisions_total",
+            outcome="unauthenticated",
+            reason="token_missing",
+            tenant="none",
+            profile="read",
+        )
+        == 1
+    )
+    assert sample(client, "ig_gate_decision_seconds_count") == 3
+    info = client.middleware.gate.metrics.registry.get_sample_value
+    revision = client.middleware.gate.status()["policy"]["revision"]
+    digest = client.middleware.gate.status()["policy"]["digest"]
+    assert info("ig_gate_bundle_info", {"revision": revision, "digest": digest, "version": "1.0.0"}) == 1
