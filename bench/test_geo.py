@@ -65,3 +65,10 @@ def test_resolve_then_country_warm(benchmark) -> None:
 def test_anomaly_observe_same_country(benchmark) -> None:
     detector = TravelAnomalyDetector()
     assert benchmark(detector.observe, "alice", "US", 1000.0) is False
+
+
+def test_resolve_trusted_proxy_new_client(benchmark, public_ips: list[str]) -> None:
+    # 4096 clients in a cycle through 1024-entry LRUs: every client misses, the proxies stay cached
+    resolver = ClientIPResolver(PROXIES, cache_size=1024)
+    headers = itertools.cycle([f"{ip}, 10.0.0.3" for ip in public_ips])
+    benchmark(lambda: resolver.resolve("10.0.0.2", next(headers), None))

@@ -67,7 +67,7 @@ class _Node(NamedTuple):
     as_peer: ClientIP  # the result when this text is an untrusted socket peer
 
 
-_MAX_CACHED_TEXT = 256  # longest header value (or entry) that the LRUs keep; 8192 x 256 B at most
+_MAX_CACHED_TEXT = 256  # longer header values and entries bypass the LRUs (bounded memory per entry)
 _NO_ADDRESS = ClientIP(None, via_proxy=False, malformed=False)
 _UNKNOWN = _Node(None, trusted=False, malformed=False, as_peer=_NO_ADDRESS)
 _MALFORMED = _Node(None, trusted=False, malformed=True, as_peer=_NO_ADDRESS)
@@ -99,6 +99,12 @@ def _host(text: str) -> str | None:
 
 def _classifier(networks: tuple[_Network, ...]) -> Callable[[str | None], _Node]:
     """A function that parses, normalizes and trust-checks one address text (None = broken)."""
+    masks = {
+        version: tuple(
+            (int(net.network_address), int(net.netmask)) for net in networks if net.version == version
+        )
+        for version in (4, 6)
+    }
 
     def classify(raw: str | None) -> _Node:
         if raw is None:
@@ -110,9 +116,8 @@ def _classifier(networks: tuple[_Network, ...]) -> Callable[[str | None], _Node]
         ip = parse_address(host) if host is not None else None
         if ip is None:
             return _MALFORMED
-        address = str(ip)
-        trusted = any(ip in net for net in networks)
-        return _Node(address, trusted, False, ClientIP(address, via_proxy=False, malformed=False))
+        trusted = any(ip.value & mask == network for network, mask in masks[ip.version])
+        return _Node(ip.text, trusted, False, ClientIP(ip.text, via_proxy=False, malformed=False))
 
     return classify
 

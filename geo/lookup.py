@@ -98,7 +98,7 @@ class GeoReader:
         if address is None:
             return None
         try:
-            return _iso_code(self._reader.get(address))
+            return _iso_code(self._reader.get(address.text))
         except ValueError:  # an IPv6 address in an IPv4-only database
             return None
         except maxminddb.InvalidDatabaseError as exc:
