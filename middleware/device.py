@@ -69,7 +69,7 @@ class DevicePosture:
                 posture, device_id, exp = self._cache[attestation]
             if exp > now:
                 return posture, device_id
-        except (KeyError, TypeError):
+        except KeyError:
             pass
         assert self._jwks is not None
         try:

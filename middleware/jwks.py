@@ -67,6 +67,7 @@ class JWKSet:
         self._on_refresh = on_refresh
         self._by_kid: dict[str, jwt.PyJWK] = {}
         self._single: jwt.PyJWK | None = None
+        self._count = 0
         self._loaded_at: float | None = None
         self._ok = 0
         self._failed = 0
@@ -232,7 +233,7 @@ class JWKSet:
         return {
             "source": self._source,
             "kids": sorted(self._by_kid),
-            "keys": len(self._by_kid) or (1 if self._single is not None else 0),
+            "keys": self._count,
             "loaded_at": self._loaded_at,
             "refresh_ok": self._ok,
             "refresh_failed": self._failed,
@@ -288,6 +289,7 @@ class JWKSet:
         by_kid = {k.key_id: k for k in keys if k.key_id is not None}
         self._single = keys[0] if len(keys) == 1 else None
         self._by_kid = by_kid
+        self._count = len(keys)
         self._loaded_at = time.time()
 
 

@@ -90,10 +90,12 @@ class _Bounded:
         """
         with self._lock:
             now = self._clock()
-            old = self._entries.pop(key, None)
+            old = self._entries.get(key)
             live = old[0] if old is not None and old[1] > now else None
             deadline = max(now + ttl_s, old[1]) if old is not None and live is not None else now + ttl_s
+            # replaced in place (never absent in between: lock-free readers must not miss a revocation)
             self._entries[key] = (merge(live, deadline - now), deadline)  # type: ignore[arg-type]
+            self._entries.move_to_end(key)
             if len(self._entries) > self._max:
                 self._evict(now)
 

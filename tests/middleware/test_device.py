@@ -14,7 +14,7 @@ from ig_gate.middleware.jwks import JWKSet
 from ig_gate.middleware.risk import InMemoryRiskStore
 from ig_gate.middleware.session import Session, SessionVerifier
 from ig_gate.middleware.settings import DeviceSettings, IdentitySettings
-from tests.support.keys import KeyPair, make_keypair, write_jwks
+from tests.support.keys import KeyPair, make_keypair
 from tests.support.tokens import attestation, session_token
 
 
@@ -24,18 +24,18 @@ def mdm() -> KeyPair:
 
 
 @pytest.fixture(scope="module")
-def mdm_jwks(mdm: KeyPair, tmp_path_factory: pytest.TempPathFactory) -> JWKSet:
-    return JWKSet.from_file(write_jwks(tmp_path_factory.mktemp("mdm") / "mdm.json", mdm))
-
-
-@pytest.fixture
-def store() -> InMemoryRiskStore:
-    return InMemoryRiskStore()
+def mdm_jwks(mdm: KeyPair) -> JWKSet:
+    return JWKSet.from_keys([mdm.jwk()])
 
 
 @pytest.fixture
 def now() -> list[float]:
     return [time.time()]
+
+
+@pytest.fixture
+def store() -> InMemoryRiskStore:
+    return InMemoryRiskStore()
 
 
 @pytest.fixture

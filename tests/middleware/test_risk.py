@@ -121,7 +121,7 @@ def test_concurrent_raises_end_at_the_highest_risk_and_stay_bounded() -> None:
 
     def worker(n: int) -> None:
         barrier.wait()
-        for i in range(2000):
+        for i in range(800):
             store.raise_risk("shared", levels[(i + n) % 3], reason=f"w{n}")
             store.raise_risk(f"k{n}-{i}", "low", reason="fill")
             store.get("shared")
@@ -135,3 +135,27 @@ def test_concurrent_raises_end_at_the_highest_risk_and_stay_bounded() -> None:
     # each update moves "shared" to the young end, so it outlives the eviction of fill entries
     shared = store.get("shared")
     assert shared is not None and shared.risk == "high"
+
+
+def test_readers_never_miss_a_revocation_while_it_is_updated() -> None:
+    store = InMemoryRiskStore()
+    store.revoke("alice", reason="session-revoked")
+    done = threading.Event()
+    misses = 0
+
+    def reader() -> None:
+        nonlocal misses
+        while not done.is_set():
+            override = store.get("alice")
+            if override is None or not override.revoked:
+                misses += 1
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(20_000):
+            store.raise_risk("alice", ("low", "medium", "high")[i % 3], reason="event")
+    finally:
+        done.set()
+        thread.join()
+    assert misses == 0
