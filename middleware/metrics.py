@@ -58,8 +58,9 @@ RAW_KEY_LIMIT = 4096  # raw label tuples remembered by observe_decision before i
 class _DecisionHistogram(Histogram):
     """An unlabeled histogram whose observe() finds the bucket by bisection (~0.3 µs cheaper).
 
-    It relies on prometheus-client's `_sum`, `_buckets` and `_upper_bounds` (the bucket
-    tests read the values back through the registry, so a change there fails loudly).
+    It relies on prometheus-client's `_sum`, `_buckets` and `_upper_bounds`, as observe_decision
+    relies on a Counter child's `_value`; tests read the values back through the registry,
+    so a change there fails loudly.
     """
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
@@ -137,7 +138,8 @@ class GateMetrics:
         )
         self._rollout_stage = gauge("rollout_stage", "Current rollout stage index.", (), "livemostrecent")
         self._active_bundle: tuple[str, str, str] | None = None
-        self._decision_children: dict[tuple[Any, ...], Any] = {}  # raw label tuple -> bound child
+        # raw label tuple -> the bound child's value increment (skips Counter.inc's checks, ~0.15 µs)
+        self._decision_incs: dict[tuple[Any, ...], Callable[[float], None]] = {}
 
         self._bind_decision = _child_cache(self._decisions)
         self._bind_memo = _child_cache(self._memo)
@@ -164,23 +166,25 @@ class GateMetrics:
     ) -> None:
         """Count one decision and observe its duration (hot path: ~1.3 µs)."""
         try:
-            child = self._decision_children[(outcome, reason, tenant, profile)]
+            increment = self._decision_incs[(outcome, reason, tenant, profile)]
         except KeyError:
-            child = self._bind_raw_decision(outcome, reason, tenant, profile)
-        child.inc()
+            increment = self._bind_raw_decision(outcome, reason, tenant, profile)
+        increment(1)
         self._decision_seconds.observe(seconds)
 
-    def _bind_raw_decision(self, outcome: str, reason: str | None, tenant: str | None, profile: str) -> Any:
-        """Bound child for raw label values; remembers the raw tuple while the cache is small."""
-        child = self._bind_decision(
+    def _bind_raw_decision(
+        self, outcome: str, reason: str | None, tenant: str | None, profile: str
+    ) -> Callable[[float], None]:
+        """The increment for raw label values; remembers the raw tuple while the cache is small."""
+        increment = self._bind_decision(
             self._outcomes.get(outcome, OTHER),
             self._reasons.get(reason, OTHER),
             self._tenants.get(tenant, OTHER),
             self._profiles.get(profile, OTHER),
-        )
-        if len(self._decision_children) < RAW_KEY_LIMIT:
-            self._decision_children[(outcome, reason, tenant, profile)] = child
-        return child
+        )._value.inc
+        if len(self._decision_incs) < RAW_KEY_LIMIT:
+            self._decision_incs[(outcome, reason, tenant, profile)] = increment
+        return increment
 
     def memo(self, hit: bool) -> None:
         """Count one decision-memo lookup."""

@@ -79,7 +79,7 @@ def test_many_distinct_tenants_stay_one_series_and_a_bounded_cache(metrics):
     ]
     total = decisions(metrics, outcome="allow", reason="ok", tenant="other", profile="read")
     assert total == RAW_KEY_LIMIT + 500
-    assert len(metrics._decision_children) == RAW_KEY_LIMIT
+    assert len(metrics._decision_incs) == RAW_KEY_LIMIT
 
 
 def test_unknown_reasons_outcomes_and_profiles_are_bounded_to_other(metrics):
