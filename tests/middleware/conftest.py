@@ -7,6 +7,7 @@ FR 192.0.2.0/24 (outside tenant acme's fence US+DE); JP 100.64.1.0/24. 10.0.0.0/
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,22 +206,32 @@ def demo_app() -> Starlette:
 
 @pytest.fixture
 def make_client(world: World, tmp_path: Path) -> Any:
-    """make_client(settings=None, peer=PEER, **overrides) -> TestClient over the middleware; closes gates."""
-    gates: list[ZeroTrustMiddleware] = []
+    """make_client(settings=None, peer=PEER, started=True, **overrides) -> TestClient over the middleware.
 
-    def make(settings: Settings | None = None, peer: tuple[str, int] = PEER, **overrides: Any) -> TestClient:
-        if settings is None:
-            overrides.setdefault("decision_log", {"path": str(tmp_path / "decisions.jsonl")})
-            settings = world.settings(**overrides)
-        middleware = ZeroTrustMiddleware(demo_app(), config=settings)
-        gates.append(middleware)
-        client = TestClient(middleware, client=peer)
-        client.middleware = middleware  # type: ignore[attr-defined]
-        return client
+    A started client serves every request from one event-loop thread (as uvicorn does), so the per-thread
+    engine is compiled once; an unstarted one runs each request on a new thread. Clients and gates are
+    closed at teardown.
+    """
+    with contextlib.ExitStack() as stack:
 
-    yield make
-    for middleware in gates:
-        middleware.gate.close()
+        def make(
+            settings: Settings | None = None,
+            peer: tuple[str, int] = PEER,
+            started: bool = True,
+            **overrides: Any,
+        ) -> TestClient:
+            if settings is None:
+                overrides.setdefault("decision_log", {"path": str(tmp_path / "decisions.jsonl")})
+                settings = world.settings(**overrides)
+            middleware = ZeroTrustMiddleware(demo_app(), config=settings)
+            stack.callback(middleware.gate.close)
+            client = TestClient(middleware, client=peer)
+            if started:
+                stack.enter_context(client)
+            client.middleware = middleware  # type: ignore[attr-defined]
+            return client
+
+        yield make
 
 
 def query(text: str = "query Me { me { id } }", **extra: Any) -> str:

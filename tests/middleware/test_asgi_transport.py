@@ -92,7 +92,7 @@ def test_excluded_path_passes_without_a_token(make_client):
 
 
 def test_lifespan_passes_through_and_shutdown_flushes_the_decision_log(world, make_client, tmp_path):
-    client = make_client()
+    client = make_client(started=False)
     with client:  # runs lifespan startup and shutdown
         assert client.post("/graphql", content=query(), headers=bearer(world.token())).status_code == 200
     log_path = tmp_path / "decisions.jsonl"
