@@ -211,7 +211,11 @@ class ClientIPResolver:
         return node.as_peer if found is None else found
 
     def _from_headers(self, x_forwarded_for: str | None, forwarded: str | None, hops: int) -> ClientIP | None:
-        """The client among the header entries, the `hops` rightmost being trusted; None if no entries."""
+        """The client among the header entries; None if there are none.
+
+        The `hops` rightmost entries were written by trusted hops, so `entries[-hops]` (or the
+        leftmost) is the first candidate; trusted proxies from there leftwards are skipped.
+        """
         entries = self._entries(x_forwarded_for, forwarded)
         if not entries:
             return None
