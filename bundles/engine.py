@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import regorus
 
 from ig_gate.bundles import rego_ast
@@ -29,7 +30,6 @@ _UNSUPPORTED = re.compile(r"not (yet )?supported")
 _LOCATION = re.compile(r"-->\s*(?P<file>\S+?):(?P<line>\d+):(?P<col>\d+)")
 _ERROR_LINE = re.compile(r"^error:\s*(?P<text>.+)$", re.MULTILINE)
 _BRACKET_KEY = re.compile(r'\["([A-Za-z_][A-Za-z0-9_]*)"\]')
-_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False, allow_nan=False)
 
 
 def _is_panic(exc: BaseException) -> bool:
@@ -65,6 +65,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _encode(value: Any) -> str:
+    """JSON text for regorus; orjson because the stdlib encoder costs ~4 us of a ~20 us decision."""
+    return orjson.dumps(value).decode()
+
+
 def _normalize(query: str) -> str:
     """`data.a["b"]` -> `data.a.b`, the spelling of compiled entry points."""
     return _BRACKET_KEY.sub(r".\1", query.strip())
@@ -85,7 +90,10 @@ class Engine:
                 self._interpreter.add_policy(path, text)
             except Exception as exc:
                 raise PolicyCompileError(f"policy compile error in {_describe(exc)}") from exc
-        data_json = _ENCODER.encode(dict(data))
+        try:
+            data_json = _encode(dict(data))
+        except TypeError as exc:  # e.g. integers beyond 64 bits, which regorus cannot hold either
+            raise PolicyCompileError(f"bundle data cannot be loaded: {exc}") from exc
         self._interpreter.add_data_json(data_json)
         ast = json.loads(self._interpreter.get_ast_as_json())
         rules = rego_ast.rules(ast)
@@ -142,7 +150,7 @@ class Engine:
         evaluation errors, including use from another thread (a converted panic).
         """
         try:
-            encoded = _ENCODER.encode(input)
+            encoded = _encode(input)
             if query in self.entry_points:
                 return self._execute(query, encoded)
             normalized = _normalize(query)
@@ -164,7 +172,7 @@ class Engine:
         assert vm is not None  # entry_points is empty without a program
         vm.set_input_json(encoded_input)
         text = vm.execute_entry_point(entry_point)
-        return None if text == _UNDEFINED else json.loads(text)
+        return None if text == _UNDEFINED else orjson.loads(text)
 
     def _interpret(self, query: str, normalized: str, encoded_input: str) -> Any:
         self._interpreter.set_input_json(encoded_input)

@@ -212,7 +212,7 @@ def test_conflicting_complete_rule_never_yields_a_value() -> None:
         interpreted.evaluate("data.c.r", {"a": True, "b": True})
 
 
-@pytest.mark.parametrize("bad_input", [{"x": float("nan")}, {"x": {1, 2}}], ids=["nan", "set"])
+@pytest.mark.parametrize("bad_input", [{"x": {1, 2}}, {"x": {1: "integer key"}}], ids=["set", "int-key"])
 def test_non_json_input_raises_policy_eval_error(bad_input: dict[str, Any]) -> None:
     with pytest.raises(PolicyEvalError):
         Engine({"t.rego": SETS}, {}).evaluate("data.t.doc", bad_input)
