@@ -49,7 +49,6 @@ SECRET_KEY_PARTS = (
     "authorization", "token", "cookie", "secret", "password", "passwd", "attestation",
     "apikey", "privatekey", "credential",
 )
-_SECRET_KEY = re.compile("|".join(SECRET_KEY_PARTS))
 # a superset of what redact() replaces, looked for in the lower-cased JSON text without "-" and "_":
 # entries without a hit (nearly all) are encoded once and never walked
 _SECRET_HINTS = (*SECRET_KEY_PARTS, "bearer", "eyj")
@@ -111,9 +110,14 @@ def redact(value: Any) -> Any:
     return value
 
 
+def _fold(text: str) -> str:
+    return text.lower().replace("-", "").replace("_", "")
+
+
 @functools.lru_cache(maxsize=4096)
 def _is_secret_key(key: Any) -> bool:
-    return _SECRET_KEY.search(str(key).lower().replace("-", "").replace("_", "")) is not None
+    name = _fold(str(key))
+    return any(part in name for part in SECRET_KEY_PARTS)
 
 
 def _json_default(value: Any) -> Any:
@@ -125,12 +129,12 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-# ensure_ascii=False keeps key names literal, so _SECRET_HINT sees them as redact() does
+# ensure_ascii=False keeps key names literal, so _may_hold_secret() sees them as redact() does
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
 
 
 def _may_hold_secret(text: str) -> bool:
-    folded = text.lower().replace("-", "").replace("_", "")
+    folded = _fold(text)
     return any(hint in folded for hint in _SECRET_HINTS)  # ~3x faster than a 12-way regex alternation
 
 

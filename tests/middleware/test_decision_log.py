@@ -10,12 +10,15 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ig_gate.middleware.decision_log import (
     GENESIS,
     REDACTED,
     DecisionLog,
     DecisionLogError,
+    redact,
     verify_chain,
 )
 
@@ -124,6 +127,33 @@ def test_secrets_are_redacted_at_any_depth(log_path):
     assert secret_entry["input"]["form"]["password"] == "hunter2"  # the caller's dict is not changed
 
 
+KEYS = st.sampled_from(["tenant", "risk", "Api_Key", "X-Auth-Token", "SET-COOKIE", "pass_word", "sub", "Ä"])
+VALUES = st.sampled_from(["ok", "Bearer x", "bearer\ty", "eyJa.b.c", "EYJa.b.", "eyj", "Zürich", 1, None])
+NESTED = st.recursive(
+    VALUES, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def test_written_inputs_equal_fully_redacted_inputs(tmp_path):
+    log = DecisionLog(tmp_path / "decisions.log")
+    given_inputs: list = []
+
+    @settings(max_examples=150, deadline=None)
+    @given(NESTED)
+    def write(value):
+        given_inputs.append(value)
+        log.append({"decision_id": "p", "input": value})
+
+    try:
+        write()
+    finally:
+        log.close()
+    written = [row["input"] for row in records(tmp_path / "decisions.log")]
+    assert written == [json.loads(json.dumps(redact(value))) for value in given_inputs]
+    assert any(REDACTED in json.dumps(row) for row in written)
+
+
 def test_an_entry_without_secrets_is_written_as_given(log_path):
     given = entry(1, note="Zürich \u2028 tab\t", reasons=["geo_fenced"], auth_age_s=12)
     with DecisionLog(log_path) as log:
@@ -223,6 +253,16 @@ def test_the_chain_continues_across_reopen(log_path):
     assert len(raw) == 5
     assert records(log_path)[3]["prev_hash"] == sha(raw[2])
     assert verify_chain(log_path).ok
+
+
+def test_the_chain_continues_after_a_last_line_longer_than_the_read_block(log_path):
+    with DecisionLog(log_path) as log:
+        log.append(entry(0))
+        log.append(entry(1, blob="x" * 200_000))
+    write_log(log_path, 1, start=2)
+
+    assert records(log_path)[2]["prev_hash"] == sha(lines(log_path)[1])
+    assert verify_chain(log_path).entries == 3
 
 
 def test_reopening_after_a_torn_write_chains_after_the_torn_line(log_path):
