@@ -182,6 +182,7 @@ class _Transport(oras.provider.Registry):
         super().__init__(hostname=host, insecure=plain_http, tls_verify=tls_verify)
         self.timeout_s = timeout_s
         self.credentials = credentials
+        self._basic: str | None = None  # "Basic ..." once the registry asked for Basic auth
         if credentials is not None:
             self.auth.set_basic_auth(credentials.username, credentials.password)
 
@@ -189,14 +190,16 @@ class _Transport(oras.provider.Registry):
                    headers: dict | None = None, json: dict | None = None,
                    stream: bool = False) -> requests.Response:
         headers = {**(headers or {}), **self.auth.get_auth_header()}
+        if self._basic:
+            headers["Authorization"] = self._basic
         response = self._send(method, url, data, headers, stream)
         if response.status_code != 401:
             return response
         challenge = response.headers.get("Www-Authenticate", "")
         if challenge.lower().startswith("basic"):
-            if self.credentials is None:
+            if self.credentials is None or self._basic:
                 return response
-            headers["Authorization"] = "Basic " + self.auth._basic_auth
+            self._basic = headers["Authorization"] = "Basic " + self.auth._basic_auth
         else:
             headers, changed = self.auth.authenticate_request(response, headers, refresh=True)
             if not changed:

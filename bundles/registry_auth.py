@@ -47,6 +47,8 @@ def find_credentials(host: str, env: Mapping[str, str] = os.environ,
         auths = json.loads(path.read_text()).get("auths") or {}
     except (OSError, ValueError, AttributeError):
         return None
+    if not isinstance(auths, dict):
+        return None
     for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"):
         entry = auths.get(key)
         if isinstance(entry, dict) and (found := _from_entry(entry)):
