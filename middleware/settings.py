@@ -75,6 +75,7 @@ class IdentitySettings:
     default_risk: str = "medium"
     jwks_refresh_s: float = 300.0
     jwks_min_refresh_interval_s: float = 30.0
+    jwks_ca_file: str | None = None  # a private CA bundle for an https JWKS URL
     token_cache_size: int = 10_000
     stepup: StepUpSettings = field(default_factory=StepUpSettings)
 
@@ -95,6 +96,8 @@ class GeoSettings:
 
     database: str | None = None  # None: the embedded DB-IP Lite country database
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32",)
+    forwarded_source: str = "auto"  # auto | x-forwarded-for | forwarded: which header carries the client
+    trusted_hops: int | None = None  # no peer address (coprocessor): trust this many rightmost hops
     cache_size: int = 65_536
     anomaly_window_s: float = 3600.0  # two countries for one subject within this window = anomaly
 
@@ -194,6 +197,7 @@ _PATH_KEYS = {
     ("bundle", "verification_key"),
     ("bundle", "state_dir"),
     ("identity", "jwks"),
+    ("identity", "jwks_ca_file"),
     ("device", "attestation_jwks"),
     ("geo", "database"),
     ("decision_log", "path"),
