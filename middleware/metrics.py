@@ -91,7 +91,12 @@ def _child_cache(metric: Any) -> Callable[..., Any]:
 
 
 class GateMetrics:
-    """All ig_gate_* metrics; tenant, reason, outcome and profile label values are bounded."""
+    """All ig_gate_* metrics; tenant, reason, outcome and profile label values are bounded.
+
+    `tenants` keep their names as label values (others: "other"); `reasons` is the known
+    reason vocabulary. `multiprocess` defaults to whether PROMETHEUS_MULTIPROC_DIR is set
+    (prometheus-client itself switches to mmap files when that variable is set at import).
+    """
 
     def __init__(
         self,
