@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import threading
 import weakref
@@ -24,6 +25,8 @@ from ig_gate.bundles.errors import PolicyCompileError, PolicyEvalError
 
 if TYPE_CHECKING:
     from ig_gate.bundles.archive import Bundle
+
+log = logging.getLogger(__name__)
 
 _UNDEFINED = '"<undefined>"'  # how the RVM spells an undefined result
 _UNSUPPORTED = re.compile(r"not (yet )?supported")
@@ -122,11 +125,15 @@ class Engine:
             program = regorus.Program.compile_from_modules(data_json, sources, entry_points)
         except Exception as exc:
             if _UNSUPPORTED.search(_text(exc)):
-                return None, f"compiler limitation: {_describe(exc)}"
+                reason = f"compiler limitation: {_describe(exc)}"
+                log.warning("Rego policy runs on the (slower) interpreter: %s", reason)
+                return None, reason
             raise PolicyCompileError(f"policy compile error in {_describe(exc)}") from exc
         hazards = rego_ast.vm_hazards(serving)
         if hazards:
-            return None, f"compiled VM departs from Rego semantics at {', '.join(hazards[:3])}"
+            reason = f"compiled VM departs from Rego semantics at {', '.join(hazards[:3])}"
+            log.warning("Rego policy runs on the (slower) interpreter: %s", reason)
+            return None, reason
         vm = regorus.Rvm()
         vm.load_program(program)
         vm.set_data_json(data_json)
