@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
@@ -39,10 +40,10 @@ def reject_constant(value: str) -> Any:
     raise ValueError(f"non-standard JSON constant {value}")
 
 
-def load_literal_json(body: bytes) -> Any:
-    """Parse UTF-8 JSON keeping number literals as `Number`; raises ValueError on bad input."""
+def load_literal_json(body: bytes, number: Callable[[str], Any] = Number) -> Any:
+    """Parse UTF-8 JSON turning every number literal into number(literal); ValueError on bad input."""
     text = body.decode("utf-8")
-    return json.loads(text, parse_float=Number, parse_int=Number, parse_constant=reject_constant)
+    return json.loads(text, parse_float=number, parse_int=number, parse_constant=reject_constant)
 
 
 def _string(value: str) -> str:
@@ -67,14 +68,37 @@ def canonical_json(value: Any) -> str:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
+_MARKED_NUMBER = re.compile(r'"\\u0000([^"\\]*)\\u0000"')
+
+
+def _marked_number(text: str) -> str:
+    return f"\0{text}\0"
+
+
+def canonical_document(body: bytes) -> bytes:
+    """Canonical JSON of a JSON document, number literals kept.
+
+    Fast path: numbers become NUL-marked strings, the C encoder sorts and compacts, and the marks are
+    replaced by the literals. A document that itself spells a NUL (\\u0000) takes the slow path, so no
+    string can pose as a number.
+    """
+    if b"\\u0000" in body:
+        return canonical_json(load_literal_json(body)).encode()
+    value = load_literal_json(body, _marked_number)
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    text = _MARKED_NUMBER.sub(r"\1", text)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode()
+
+
 def hash_input(name: str, body: bytes) -> bytes:
     """The bytes OPA hashes for a bundle file."""
     base = PurePosixPath(name).name
     if base not in STRUCTURED:
         return body
     try:
-        value = yaml.safe_load(body) if base == "data.yaml" else load_literal_json(body)
-        return canonical_json(value).encode()
+        if base == "data.yaml":
+            return canonical_json(yaml.safe_load(body)).encode()
+        return canonical_document(body)
     except (ValueError, TypeError, yaml.YAMLError) as exc:
         raise BundleFormatError(f"{name}: cannot hash structured file: {exc}") from exc
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ig_gate.bundles.errors import BundleFormatError, SignatureError
-from ig_gate.bundles.filehash import canonical_json, file_digest, load_literal_json
+from ig_gate.bundles.filehash import canonical_document, canonical_json, file_digest, load_literal_json
 
 from .opa_vectors import FILE_HASHES
 
@@ -44,3 +44,22 @@ def test_unknown_algorithm_and_bad_structured_file_are_named():
         file_digest(".manifest", b"{}", "MD6")
     with pytest.raises(BundleFormatError, match=r"data.json"):
         file_digest("data.json", b"{oops")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"b": 1.50, "a": [1E5, -0, {"z": null, "y": "<&>\xe2\x80\xa8"}], "c": "x\\"y\\\\z", "d": 10}',
+        b'{"nul": "a\\u0000b", "n": 2.50}',  # spells a NUL: the slow path
+        b'{"fake": "\\\\u0000N1\\\\u0000", "n": 1}',  # a string that looks like a marked number
+        b"[]",
+        b'"just a string"',
+    ],
+)
+def test_fast_and_reference_canonical_forms_agree(body):
+    assert canonical_document(body) == canonical_json(load_literal_json(body)).encode()
+
+
+def test_a_string_can_never_pose_as_a_number():
+    assert canonical_document(b'{"v": "\\u0000" }') != canonical_document(b'{"v": 0}')
+    assert file_digest("data.json", b'{"v": "\\u00001\\u0000"}') != file_digest("data.json", b'{"v": 1}')
