@@ -13,12 +13,16 @@ import json
 import shlex
 import shutil
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ig_gate.bundles import cli as policy_cli
 from ig_gate.middleware import ZeroTrustMiddleware
+from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.sidecar.demo_app import create_app
 from ig_gate.sidecar.devidp import DevIdP, DevKey
 
@@ -45,7 +49,7 @@ decision_log:
 metrics:
   tenants: [acme, globex]
 failure_mode: closed
-exclude_paths: [/healthz]
+exclude_paths: [/healthz, /metrics]
 """
 
 
@@ -105,10 +109,20 @@ def curl_examples(idp: DevIdP, base: str) -> list[tuple[str, list[str]]]:
     ]
 
 
+def metrics_endpoint(metrics: GateMetrics) -> Callable[[Request], Awaitable[Response]]:
+    """A route serving the gate's Prometheus metrics (excluded from enforcement in the demo config)."""
+
+    async def endpoint(_: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return endpoint
+
+
 def write_curl_script(path: Path, examples: list[tuple[str, list[str]]]) -> None:
     lines = ["#!/bin/sh", "# requests against the demo; run: sh .demo/curl.sh", ""]
     for what, argv in examples:
-        lines += [f"echo '### {what}'", shlex.join(argv), "echo; echo", ""]
+        lines += [f"echo {shlex.quote('### ' + what)}", shlex.join(argv), "echo; echo", ""]
     path.write_text("\n".join(lines))
     path.chmod(0o755)
 
@@ -134,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     if args.prepare_only:
         return 0
-    app = ZeroTrustMiddleware(create_app(), config=args.workdir / "ig-gate.yaml")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app()
+    protected = ZeroTrustMiddleware(app, config=args.workdir / "ig-gate.yaml")
+    app.add_route("/metrics", metrics_endpoint(protected.gate.metrics))
+    uvicorn.run(protected, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
