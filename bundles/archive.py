@@ -217,7 +217,10 @@ def _check_policies(policies: tuple[PolicyRef, ...], files: Mapping[str, bytes])
 def read_bundle(archive: bytes, limits: Limits = Limits()) -> Bundle:
     """Parse and validate a bundle archive; raises BundleFormatError naming what is wrong and where."""
     files = _read_members(_gunzip(archive, limits.max_total_bytes), limits)
-    manifest = _validate_files(files)
+    try:
+        manifest = _validate_files(files)
+    except RecursionError:
+        raise BundleFormatError("archive: a JSON document is nested too deeply") from None
     digest = "sha256:" + hashlib.sha256(archive).hexdigest()
     return Bundle(MappingProxyType(files), manifest, digest, archive)
 

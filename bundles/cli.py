@@ -315,7 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     pack = commands.add_parser("pack", help="bundle archives").add_subparsers(
         dest="pack_command", required=True, metavar="ACTION"
     )
-    build = pack.add_parser("build", help="build a deterministic bundle from a source directory")
+    build = pack.add_parser(
+        "build",
+        help="build a deterministic bundle from a source directory",
+        description="Packs every *.rego (tests included, as `opa build` does), data.json, data.yaml and a "
+        "base .manifest; hidden directories are skipped. The manifest declares each .rego with its sha256.",
+    )
     build.add_argument("src")
     build.add_argument("--out", required=True)
     build.add_argument("--version")

@@ -99,7 +99,7 @@ def hash_input(name: str, body: bytes) -> bytes:
         if base == "data.yaml":
             return canonical_json(yaml.safe_load(body)).encode()
         return canonical_document(body)
-    except (ValueError, TypeError, yaml.YAMLError) as exc:
+    except (ValueError, TypeError, RecursionError, yaml.YAMLError) as exc:
         raise BundleFormatError(f"{name}: cannot hash structured file: {exc}") from exc
 
 

@@ -232,3 +232,8 @@ def test_write_bundle_round_trips_arbitrary_files():
 def test_source_must_be_a_directory(tmp_path: Path):
     with pytest.raises(BundleFormatError, match="not a directory"):
         build_bundle(write_tree(tmp_path, {"f": b""}) / "f")
+
+
+def test_deeply_nested_json_is_a_format_error_not_a_crash():
+    with pytest.raises(BundleFormatError, match="nested too deeply"):
+        read_bundle(raw_tgz([("x/data.json", b"[" * 100_000 + b"]" * 100_000)]))

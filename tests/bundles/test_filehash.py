@@ -63,3 +63,8 @@ def test_fast_and_reference_canonical_forms_agree(body):
 def test_a_string_can_never_pose_as_a_number():
     assert canonical_document(b'{"v": "\\u0000" }') != canonical_document(b'{"v": 0}')
     assert file_digest("data.json", b'{"v": "\\u00001\\u0000"}') != file_digest("data.json", b'{"v": 1}')
+
+
+def test_deep_nesting_is_a_named_error():
+    with pytest.raises(BundleFormatError, match="cannot hash"):
+        file_digest("data.json", b"[" * 100_000 + b"]" * 100_000)
