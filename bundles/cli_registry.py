@@ -9,7 +9,6 @@ in one stderr line. The key options are `pack verify`'s (`--key`, `--alg`, `--ke
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -25,9 +24,10 @@ from ig_gate.bundles.registry import (
     check_digest,
     check_repository,
     check_tag,
+    verify_artifact,
 )
 from ig_gate.bundles.signing import VERIFY_ALGORITHMS, VerificationKey
-from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions, verify_bundle
+from ig_gate.bundles.verify import VerifyOptions
 
 DEFAULT_CHANNELS = ("dev", "staging", "prod")
 
@@ -73,13 +73,6 @@ def client_from_args(args: argparse.Namespace) -> RegistryClient:
         return RegistryClient(args.registry, plain_http=args.plain_http)
     except ValueError as exc:
         raise BundleError(str(exc)) from None
-
-
-def verify_artifact(archive: bytes, signature: bytes | None, options: VerifyOptions) -> VerifiedBundle:
-    """verify_bundle with the artifact's detached signature (when it has one) added to options."""
-    if signature is not None:
-        options = dataclasses.replace(options, detached_signature=signature)
-    return verify_bundle(archive, options)
 
 
 def _summary(digest: str, verified_archive: bytes) -> dict:

@@ -30,9 +30,9 @@ from ig_gate.bundles.errors import (
 from ig_gate.bundles.laststate import LastGoodRecord, LastGoodStore
 from ig_gate.bundles.manifest import expiry_instant
 from ig_gate.bundles.policy import PolicySnapshot
-from ig_gate.bundles.registry import RegistryClient, RegistryError
+from ig_gate.bundles.registry import RegistryClient, RegistryError, verify_artifact
 from ig_gate.bundles.rollback import RollbackError, check_rollback
-from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions, verify_bundle
+from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ FAILURE_KINDS = (
     "last_good",
     "internal",
 )
-"""Failure kinds counted in `status().failures` and passed to `on_event`. Other events:
-`activated` (a bundle became active) and `active_expired` (the active bundle passed its expiry: alert)."""
+"""Failure kinds counted in `status().failures` and passed to `on_event`. Other events: `activated` (a
+bundle became active), `active_expired` (the active bundle passed its expiry: alert), `rejected` (the
+rollout controller turned a candidate down)."""
 
 EventHook = Callable[[str, str], None]
 
@@ -200,7 +201,8 @@ class BundleManager:
         self._rng = rng or random.Random()
         self._active: PolicySnapshot | None = None
         self._state = _State()
-        self._lock = threading.RLock()
+        self._cycle = threading.RLock()  # one poll / load / promote / reject at a time
+        self._lock = threading.RLock()  # guards _state for status(); never held across I/O
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -233,7 +235,7 @@ class BundleManager:
             self._stop.wait(self.next_delay())
 
     def next_delay(self) -> float:
-        """Seconds to the next poll: the interval (doubling per consecutive failure, capped) +/- jitter."""
+        """Seconds to the next poll: the interval (doubled per consecutive failed poll, capped) +/- jitter."""
         with self._lock:
             errors = self._state.consecutive_errors
         base = min(self.max_backoff_s, self.poll_interval_s * 2 ** min(errors, 32))
@@ -243,7 +245,7 @@ class BundleManager:
 
     def load_last_good(self) -> bool:
         """Re-verify the persisted last-good and activate it; a damaged or failing one is moved aside."""
-        with self._lock:
+        with self._cycle:
             try:
                 stored = self.store.load()
                 if stored is None:
@@ -259,29 +261,36 @@ class BundleManager:
                 self._fail("last_good", f"{exc} [{failure_kind(exc)}]")
                 self.store.move_aside(self._clock())
                 return False
-            self._swap(snapshot, record.source, record.oci_digest, record.channel)
+            with self._lock:
+                self._swap(snapshot, record.source, record.oci_digest, record.channel)
             log.info("serving last-good bundle %s (version %s)", snapshot.digest, record.version)
             return True
 
     # -- polling -------------------------------------------------------------------------------
 
     def poll_once(self) -> str:
-        """One poll cycle; returns what happened: unchanged|missing|activated|candidate|refused|failed."""
-        with self._lock:
+        """One poll cycle; returns what happened: unchanged|activated|candidate|refused|failed.
+
+        Network, verification and compilation run outside the state lock: status() never waits on them.
+        """
+        with self._cycle:
             now = self._clock()
-            self._state.last_poll_at = now
+            with self._lock:
+                self._state.last_poll_at = now
             self._check_active_expiry(now)
             where = f"{self.client.host}/{self.repository}:{self.channel}"
             try:
                 digest = self.client.resolve(self.repository, self.channel)
-                self._state.last_fetch_at = self._clock()
+                with self._lock:
+                    self._state.last_fetch_at = self._clock()
                 outcome = self._consider(digest, where)
             except BundleError as exc:
                 return self._refuse(exc, where)
             except Exception as exc:  # a bug must not kill the poll thread or drop the last-good
                 log.exception("bundle poll of %s failed unexpectedly", where)
                 return self._refuse(exc, where)
-            self._state.consecutive_errors = 0
+            with self._lock:
+                self._state.consecutive_errors = 0
             return outcome
 
     def _consider(self, digest: str | None, where: str) -> str:
@@ -306,39 +315,47 @@ class BundleManager:
         if self._on_candidate is None:
             self._activate(candidate)
             return "activated"
-        state.candidate = candidate
-        self._clear_error()
+        with self._lock:
+            state.candidate = candidate
+            state.last_error = None
         self._on_candidate(candidate)
         return "candidate"
 
     def _verify(self, archive: bytes, signature: bytes | None, where: str) -> VerifiedBundle:
         options = dataclasses.replace(self.options, now=self._clock())
-        if signature is not None:
-            options = dataclasses.replace(options, detached_signature=signature)
         try:
-            return verify_bundle(archive, options)
+            return verify_artifact(archive, signature, options)
         except BundleError as exc:
             raise type(exc)(f"{where}: {exc}") from exc
 
     # -- rollout hook API ----------------------------------------------------------------------
 
     def promote(self, candidate: Candidate) -> None:
-        """Make a candidate active and last-good (called by the rollout controller when it is healthy)."""
-        with self._lock:
-            self._activate(candidate)
+        """Make a candidate active and last-good (the rollout controller's verdict: healthy).
+
+        Waits for a poll cycle in flight; call it from a background thread, not a request.
+        Raises BundleError (kind `persist`, also recorded) when the last-good cannot be written.
+        """
+        with self._cycle:
+            try:
+                self._activate(candidate)
+            except _PersistError as exc:
+                self._fail("persist", str(exc))
+                raise
 
     def reject(self, candidate: Candidate, reason: str) -> None:
-        """Drop a candidate; its digest is not retried until the channel points at another one."""
-        with self._lock:
+        """Drop a candidate; its digest is not downloaded again until the channel points elsewhere."""
+        with self._cycle, self._lock:
             if candidate.oci_digest:
                 self._state.rejected.add(candidate.oci_digest)
             if self._state.candidate is candidate:
                 self._state.candidate = None
-            self._emit("rejected", f"{candidate.source}: {reason}")
+        self._emit("rejected", f"{candidate.source}: {reason}")
 
     # -- internals -----------------------------------------------------------------------------
 
     def _activate(self, candidate: Candidate) -> None:
+        """Persist as last-good (and raise the rollback floor), then swap it in."""
         verified = candidate.verified
         record = LastGoodRecord(
             digest=verified.digest,
@@ -356,17 +373,19 @@ class BundleManager:
             self.store.write_floor(verified.version, verified.digest)
         except OSError as exc:
             raise _PersistError(f"{self.store.state_dir}: cannot persist last-good ({exc.strerror})") from exc
-        self._swap(candidate.snapshot, candidate.source, candidate.oci_digest, self.channel)
-        if self._state.candidate is candidate:
-            self._state.candidate = None
-        self._state.activations += 1
-        self._clear_error()
+        with self._lock:
+            self._swap(candidate.snapshot, candidate.source, candidate.oci_digest, self.channel)
+            if self._state.candidate is candidate:
+                self._state.candidate = None
+            self._state.activations += 1
+            self._state.last_error = None
         self._emit("activated", f"{candidate.source} version={verified.version} revision={verified.revision}")
         log.info("activated bundle %s from %s", verified.digest, candidate.source)
 
     def _swap(
         self, snapshot: PolicySnapshot, source: str, oci_digest: str | None, channel: str | None
     ) -> None:
+        """Record what is active and swap the one reference readers see (caller holds the state lock)."""
         verified = snapshot.verified
         expires = verified.bundle.manifest.expires
         self._state.active_info = ActiveInfo(
@@ -385,35 +404,37 @@ class BundleManager:
 
     def _check_active_expiry(self, now: dt.datetime) -> None:
         info = self._state.active_info
-        if info and info.expires_at and now >= info.expires_at and self._state.expired_alerted != info.digest:
-            self._state.expired_alerted = info.digest
-            self._emit(
-                "active_expired", f"active bundle {info.digest} expired at {info.expires_at.isoformat()}"
-            )
-            log.warning(
-                "active bundle %s expired at %s; it stays in force until a newer one verifies",
-                info.digest,
-                info.expires_at.isoformat(),
-            )
+        if (
+            not (info and info.expires_at and now >= info.expires_at)
+            or self._state.expired_alerted == info.digest
+        ):
+            return
+        self._state.expired_alerted = info.digest
+        detail = f"active bundle {info.digest} expired at {info.expires_at.isoformat()}"
+        log.warning("%s; it stays in force until a newer bundle verifies", detail)
+        self._emit("active_expired", detail)
 
     def _refuse(self, exc: BaseException, where: str) -> str:
         kind = "persist" if isinstance(exc, _PersistError) else failure_kind(exc)
         message = str(exc) if isinstance(exc, BundleError) else f"{where}: {type(exc).__name__}: {exc}"
+        transient = kind in ("fetch", "internal", "persist")
         self._fail(kind, message)
-        self._state.consecutive_errors += kind == "fetch"
-        return "failed" if kind in ("fetch", "internal", "persist") else "refused"
+        with self._lock:  # back off while the registry (or this host) is failing, not on a bad bundle
+            self._state.consecutive_errors = self._state.consecutive_errors + 1 if transient else 0
+        return "failed" if transient else "refused"
 
     def _fail(self, kind: str, message: str) -> None:
-        now = self._clock()
-        previous = self._state.last_error
-        since = previous.since if previous and (previous.kind, previous.message) == (kind, message) else now
-        self._state.last_error = ErrorInfo(kind, message, since, now)
-        self._state.failures[kind] += 1
+        with self._lock:
+            now, previous = self._clock(), self._state.last_error
+            same = previous is not None and (previous.kind, previous.message) == (kind, message)
+            self._state.last_error = ErrorInfo(kind, message, previous.since if same else now, now)
+            self._state.failures[kind] += 1
         log.warning("bundle %s failure: %s", kind, message)
         self._emit(kind, message)
 
     def _clear_error(self) -> None:
-        self._state.last_error = None
+        with self._lock:
+            self._state.last_error = None
 
     def _emit(self, kind: str, detail: str) -> None:
         if self._on_event is None:
@@ -426,11 +447,11 @@ class BundleManager:
     # -- status --------------------------------------------------------------------------------
 
     def status(self) -> BundleStatus:
-        """A consistent copy of the manager's state."""
+        """A consistent copy of the manager's state (never waits for a poll in flight)."""
         with self._lock:
             state, now = self._state, self._clock()
-            alerts = []
             info = state.active_info
+            alerts = []
             if info and info.expires_at and now >= info.expires_at:
                 alerts.append(f"active bundle expired at {info.expires_at.isoformat()}")
             if info is None:

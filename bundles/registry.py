@@ -11,6 +11,7 @@ an optional second layer with the detached, cosign-style signature of that archi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import requests
 
 from ig_gate.bundles.errors import BundleError
 from ig_gate.bundles.registry_auth import Credentials, find_credentials
+from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions, verify_bundle
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -119,6 +121,17 @@ class Artifact:
     def bundle_digest(self) -> str:
         """The digest of the archive bytes (what `Bundle.digest` and digest pins refer to)."""
         return sha256_digest(self.archive)
+
+
+def verify_artifact(archive: bytes, signature: bytes | None, options: VerifyOptions) -> VerifiedBundle:
+    """verify_bundle with the artifact's detached signature layer added to options.
+
+    With no key configured at all (development: unsigned allowed) the layer is ignored, as there is
+    nothing to check it against; otherwise it must verify.
+    """
+    if signature is not None and (options.key is not None or options.detached_key_pem is not None):
+        options = dataclasses.replace(options, detached_signature=signature)
+    return verify_bundle(archive, options)
 
 
 def build_manifest(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import threading
+import time
 
 import pytest
 
@@ -270,3 +272,48 @@ def test_rollout_hook_gets_the_candidate_instead_of_activation(
     assert manager.poll_once() == "refused"  # a reverted digest is not retried
     assert counting.fetches == fetched and decision(manager)["rego"] == "v1"
     assert manager.status().rejected == (digest,)
+
+
+def test_status_answers_while_a_poll_is_in_flight(registry, repo, trusted_key, tmp_path, clock):
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowClient(RegistryClient):
+        def resolve(self, repository, tag):
+            entered.set()
+            release.wait(10)
+            return super().resolve(repository, tag)
+
+    slow = SlowClient(registry.host, plain_http=True, env={})
+    manager = BundleManager(slow, repo, "prod", VerifyOptions(key=trusted_key), tmp_path, clock=clock)
+    poller = threading.Thread(target=manager.poll_once)
+    poller.start()
+    try:
+        assert entered.wait(10)
+        started = time.monotonic()
+        assert manager.status().last_poll_at == clock.now
+        assert time.monotonic() - started < 1.0
+    finally:
+        release.set()
+        poller.join(10)
+
+
+def test_unwritable_state_dir_is_a_persist_failure_and_nothing_is_activated(
+    counting, repo, trusted_key, signer, tmp_path, clock
+):
+    publish(counting, repo, "prod", build(tmp_path, "v1", "1.0.0", signer))
+    not_a_dir = tmp_path / "state-file"
+    not_a_dir.write_text("")
+    manager = BundleManager(counting, repo, "prod", VerifyOptions(key=trusted_key), not_a_dir, clock=clock)
+    assert manager.poll_once() == "failed"
+    assert manager.current() is None and manager.status().last_error.kind == "persist"
+
+
+def test_development_mode_without_a_key_accepts_signed_and_unsigned_bundles(
+    counting, repo, signer, tmp_path, clock
+):
+    manager = BundleManager(counting, repo, "prod", VerifyOptions(key=None), tmp_path / "state", clock=clock)
+    publish(counting, repo, "prod", build(tmp_path, "signed", "1.0.0", signer))
+    assert manager.poll_once() == "activated"
+    publish(counting, repo, "prod", build(tmp_path, "unsigned", "1.1.0", None))
+    assert manager.poll_once() == "activated"
+    assert decision(manager)["rego"] == "unsigned"

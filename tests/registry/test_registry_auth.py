@@ -1,4 +1,4 @@
-"""Registry credentials: env vars or the Docker config file, against a real htpasswd registry; never printed."""
+"""Registry credentials: env vars or the Docker config file, against a real htpasswd registry."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def bcrypt_hash(password: str) -> str:
 def auth_registry(tmp_path_factory):
     directory = tmp_path_factory.mktemp("auth-registry")
     (directory / "htpasswd").write_text(f"{USER}:{bcrypt_hash(PASSWORD)}\n")
-    local = start_registry(directory, f"auth:\n  htpasswd:\n    realm: ig-test\n    path: {directory / 'htpasswd'}\n")
+    local = start_registry(
+        directory, f"auth:\n  htpasswd:\n    realm: ig-test\n    path: {directory / 'htpasswd'}\n"
+    )
     try:
         yield local
     finally:
@@ -71,7 +73,9 @@ def test_wrong_password_fails_without_printing_it(auth_registry, monkeypatch, ca
 
 
 def test_env_credentials_win_over_docker_config_and_repr_hides_the_password(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"auths": {"reg:5000": {"username": "a", "password": "b"}}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"auths": {"reg:5000": {"username": "a", "password": "b"}}})
+    )
     env = {"DOCKER_CONFIG": str(tmp_path)}
     assert find_credentials("reg:5000", env) == Credentials("a", "b")
     env |= {"IG_GATE_REGISTRY_USERNAME": "u", "IG_GATE_REGISTRY_PASSWORD": "secret-p"}
@@ -80,7 +84,9 @@ def test_env_credentials_win_over_docker_config_and_repr_hides_the_password(tmp_
     assert find_credentials("other:5000", {"DOCKER_CONFIG": str(tmp_path)}) is None
 
 
-@pytest.mark.parametrize("body", ["not json", '{"auths": {"reg:5000": {"auth": "!!!"}}}', '{"auths": [1]}', "[]"])
+@pytest.mark.parametrize(
+    "body", ["not json", '{"auths": {"reg:5000": {"auth": "!!!"}}}', '{"auths": [1]}', "[]"]
+)
 def test_unreadable_docker_config_means_no_credentials(tmp_path, body):
     (tmp_path / "config.json").write_text(body)
     assert find_credentials("reg:5000", {"DOCKER_CONFIG": str(tmp_path)}) is None
