@@ -90,8 +90,8 @@ class LastGoodStore:
             write_atomic(self._archive_path(record.digest, ".sig"), signature, 0o600)
         write_atomic(self.record_path, json.dumps(asdict(record), indent=2).encode() + b"\n", 0o600)
         for old in (self.state_dir / ARCHIVES).iterdir():
-            if old not in keep and not old.name.startswith("."):
-                old.unlink(missing_ok=True)
+            if old not in keep and ".rejected-" not in old.name and not old.name.startswith("."):
+                old.unlink(missing_ok=True)  # rejected files stay for forensics; temp files are in flight
 
     def load(self) -> StoredBundle | None:
         """The persisted last-good, or None when there is none; BundleFormatError when it is damaged."""

@@ -64,6 +64,8 @@ def test_move_aside_renames_everything_and_leaves_no_last_good(tmp_path):
     moved = store.move_aside(NOW)
     assert len(moved) == 3 and all(".rejected-20261105T120000" in p.name for p in moved)
     assert store.load() is None
+    store.save(b"archive-2", None, record_for(b"archive-2"))
+    assert all(p.exists() for p in moved)  # kept for forensics
 
 
 def test_save_refuses_a_record_for_other_bytes(tmp_path):
