@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
+import yaml
+
 from ig_gate.bundles.errors import BundleFormatError
 from ig_gate.bundles.filehash import reject_constant
 from ig_gate.bundles.manifest import Manifest, PolicyRef, parse_expires
@@ -62,7 +64,7 @@ class Bundle:
 
 def _load_json(name: str, body: bytes) -> Any:
     try:
-        return json.loads(body, parse_constant=reject_constant)
+        return json.loads(body.decode("utf-8"), parse_constant=reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleFormatError(f"{name}: invalid JSON: {exc}") from exc
 
@@ -70,8 +72,6 @@ def _load_json(name: str, body: bytes) -> Any:
 def _parse_data(name: str, body: bytes) -> Any:
     if name.endswith(".json"):
         return _load_json(name, body)
-    import yaml  # only bundles that carry data.yaml pay for it
-
     try:
         return yaml.safe_load(body)
     except yaml.YAMLError as exc:

@@ -237,3 +237,12 @@ def test_source_must_be_a_directory(tmp_path: Path):
 def test_deeply_nested_json_is_a_format_error_not_a_crash():
     with pytest.raises(BundleFormatError, match="nested too deeply"):
         read_bundle(raw_tgz([("x/data.json", b"[" * 100_000 + b"]" * 100_000)]))
+
+
+def test_data_yaml_is_data_and_json_must_be_utf8():
+    bundle = read_bundle(raw_tgz([("/a/b/y/data.yaml", b"foo: 1"), ("/a/b/d/data.json", b"true")]))
+    assert bundle.data == {"a": {"b": {"y": {"foo": 1}, "d": True}}}
+    with pytest.raises(BundleFormatError, match="invalid JSON"):
+        read_bundle(raw_tgz([("data.json", '{"a": 1}'.encode("utf-16"))]))
+    with pytest.raises(BundleFormatError, match="invalid YAML"):
+        read_bundle(raw_tgz([("data.yaml", b"a: [")]))
