@@ -167,7 +167,13 @@ class _State:
 
 
 class BundleManager:
-    """Polls one registry channel and keeps a verified, compiled PolicySnapshot active (a PolicySource)."""
+    """Polls one registry channel and keeps a verified, compiled PolicySnapshot active (a PolicySource).
+
+    Hooks (constructor arguments or attributes, set before `start()`):
+    `on_event(kind, detail)` for metrics (see FAILURE_KINDS), and `on_candidate(candidate)` for a
+    rollout controller: when set, a new bundle is handed over instead of activated, and the controller
+    later calls `promote(candidate)` or `reject(candidate, reason)`.
+    """
 
     def __init__(
         self,
@@ -196,8 +202,8 @@ class BundleManager:
         self.jitter = jitter
         self.max_backoff_s = max_backoff_s
         self._clock = clock
-        self._on_event = on_event
-        self._on_candidate = on_candidate
+        self.on_event = on_event
+        self.on_candidate = on_candidate
         self._rng = rng or random.Random()
         self._active: PolicySnapshot | None = None
         self._state = _State()
@@ -312,13 +318,13 @@ class BundleManager:
         check_rollback(verified.version, self.store.read_floor(), self.options.pin.version_spec, source)
         candidate = Candidate(PolicySnapshot.from_verified(verified), source, digest, artifact.signature)
         state.refused = None
-        if self._on_candidate is None:
+        if self.on_candidate is None:
             self._activate(candidate)
             return "activated"
         with self._lock:
             state.candidate = candidate
             state.last_error = None
-        self._on_candidate(candidate)
+        self.on_candidate(candidate)
         return "candidate"
 
     def _verify(self, archive: bytes, signature: bytes | None, where: str) -> VerifiedBundle:
@@ -437,10 +443,10 @@ class BundleManager:
             self._state.last_error = None
 
     def _emit(self, kind: str, detail: str) -> None:
-        if self._on_event is None:
+        if self.on_event is None:
             return
         try:
-            self._on_event(kind, detail)
+            self.on_event(kind, detail)
         except Exception:
             log.exception("bundle event hook failed for %s", kind)
 
