@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from ig_gate.bundles.filehash import file_digest
 SIGN_ALGORITHMS = ("ES256", "RS256", "PS256", "HS256")
 VERIFY_ALGORITHMS = SIGN_ALGORITHMS
 ISSUER = "ig-policy"
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(part: str, what: str) -> bytes:
+    if not _BASE64URL.match(part):
+        raise SignatureError(f"{SIGNATURES}: JWS {what} is not base64url")
     try:
         return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
     except (binascii.Error, ValueError) as exc:

@@ -211,3 +211,17 @@ def test_verification_key_from_file_infers_algorithm_and_strips_secret_newline(t
     assert VerificationKey.from_file(paths["secret"]) == VerificationKey(b"secret", "HS256")
     with pytest.raises(SignatureError, match="cannot read"):
         VerificationKey.from_file(tmp_path / "absent.pub")
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("only.two", "3 segments"),
+        ("a b.c.d", "header is not base64url"),
+        (opa.TOKEN_KID_FOO + "$", "signature is not base64url"),
+        ("bm90IGpzb24.e30.c2ln", "header is not JSON"),
+    ],
+)
+def test_malformed_tokens_are_named(token, reason):
+    with pytest.raises(SignatureError, match=reason):
+        verify_token(token, VerificationKey(opa.SECRET, "HS256"))
