@@ -123,3 +123,11 @@ def test_https_is_the_default_and_plain_http_registry_is_refused_over_tls(regist
 def test_invalid_repository_names_are_refused(name):
     with pytest.raises(ValueError, match="invalid repository name"):
         check_repository(name)
+
+
+def test_manifest_corrupted_in_storage_is_a_digest_mismatch(registry, client):
+    digest = client.push("policies/manifest-tamper", "dev", b"bundle " + os.urandom(16))
+    path = registry.blob_path(digest)
+    path.write_bytes(path.read_bytes().replace(b'"schemaVersion":2', b'"schemaVersion":2 '))
+    with pytest.raises(RegistryError, match="digest mismatch: the manifest served"):
+        client.fetch("policies/manifest-tamper", digest)
