@@ -165,25 +165,36 @@ def _sigstore_options(args: argparse.Namespace) -> SigstoreOptions | None:
     )
 
 
-def _verify(args: argparse.Namespace, archive: bytes, *, require_trust: bool) -> VerifiedBundle:
+def _detached_signature(
+    args: argparse.Namespace, key: VerificationKey | None, detached_key: bytes | None
+) -> bytes | None:
+    """FILE.sig, when there is a public key to check it with or it is required; else None."""
+    sig_path = _sig_path(args.file)
+    public_key = detached_key is not None or (key is not None and key.alg != "HS256")
+    return sig_path.read_bytes() if sig_path.is_file() and (public_key or args.require_detached) else None
+
+
+def _verify(args: argparse.Namespace, archive: bytes, *, require_trust: bool) -> tuple[VerifiedBundle, bool]:
+    """verify_bundle with the options from the command line; also says whether FILE.sig was checked."""
     key = _verification_key(args)
     sigstore = _sigstore_options(args)
     if require_trust and key is None and sigstore is None:
         raise UsageError("nothing to verify against: give --key and/or --sigstore-bundle")
-    sig_path = _sig_path(args.file)
+    detached_key = _read(args.detached_key, "detached key") if args.detached_key else None
+    detached = _detached_signature(args, key, detached_key)
     options = VerifyOptions(
         key=key,
         pin=Pin(args.require_version, frozenset(args.require_digest or ())),
-        detached_signature=sig_path.read_bytes() if sig_path.is_file() else None,
-        detached_key_pem=_read(args.detached_key, "detached key") if args.detached_key else None,
+        detached_signature=detached,
+        detached_key_pem=detached_key,
         require_detached=args.require_detached,
         sigstore=sigstore,
     )
-    return verify_bundle(archive, options)
+    return verify_bundle(archive, options), detached is not None
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    verified = _verify(args, _read(args.file, "bundle"), require_trust=True)
+    verified, detached_checked = _verify(args, _read(args.file, "bundle"), require_trust=True)
     manifest = verified.bundle.manifest
     return _emit(
         {
@@ -194,7 +205,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "key_id": verified.signature.key_id if verified.signature else None,
             "channel": manifest.channel,
             "expires": manifest.expires.isoformat() if manifest.expires else None,
-            "detached": _sig_path(args.file).is_file(),
+            "detached": detached_checked,
             "sigstore": args.sigstore_bundle is not None,
         }
     )
@@ -212,7 +223,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ig_gate.bundles.engine import Engine  # the Rego engine is only needed here
 
     input_doc = _load_input(args.input)
-    verified = _verify(args, _read(args.file, "bundle"), require_trust=False)
+    verified, _ = _verify(args, _read(args.file, "bundle"), require_trust=False)
     return _emit(Engine.from_bundle(verified.bundle).evaluate(args.query, input_doc))
 
 

@@ -266,3 +266,19 @@ def test_eval_refuses_a_bundle_that_does_not_verify(cli, tmp_path, example_bundl
 def test_rego_unit_tests_of_the_example_policies_pass(cli):
     code, out, err = cli("test", REPO / "policies")
     assert (code, err) == (0, "") and out.strip().endswith("passed")
+
+
+def test_eval_without_a_key_ignores_signatures_but_not_expiry(cli, tmp_path, example_bundle, policy_src):
+    doc = {
+        "tenant": "acme",
+        "session": {"risk": "high"},
+        "device": {"posture": "managed"},
+        "geo": {"country": "US"},
+    }
+    (tmp_path / "input.json").write_text(json.dumps(doc))
+    code, out, _ = cli("eval", example_bundle, "--input", tmp_path / "input.json")
+    assert code == 0 and json.loads(out)["deny"] is True
+    expired = tmp_path / "expired.tgz"
+    cli("pack", "build", REPO / "policies", "--out", expired, "--expires", "2000-01-01")
+    code, _, err = cli("eval", expired, "--input", tmp_path / "input.json")
+    assert code == 1 and "expired" in one_line_error(err)
