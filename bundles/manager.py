@@ -185,12 +185,13 @@ class BundleManager:
         *,
         poll_interval_s: float = 30.0,
         jitter: float = 0.1,
-        max_backoff_s: float = 300.0,
+        max_backoff_s: float | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         on_event: EventHook | None = None,
         on_candidate: CandidateHook | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        max_backoff_s = max(300.0, poll_interval_s) if max_backoff_s is None else max_backoff_s
         if poll_interval_s <= 0 or not 0 <= jitter < 1 or max_backoff_s < poll_interval_s:
             raise ValueError("need poll_interval_s > 0, 0 <= jitter < 1, max_backoff_s >= poll_interval_s")
         self.client = client
