@@ -79,6 +79,7 @@ class Decision:
     identity: Identity | None = None
     token_error: str | None = None  # missing | invalid | expired | revoked | malformed (RFC 6750 challenge)
     detail: str = ""  # safe human-readable explanation (never token content)
+    input: Mapping[str, Any] | None = None  # the policy input, when the policy was consulted
 
 
 def policy_input(key: InputKey) -> dict[str, Any]:

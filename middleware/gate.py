@@ -162,8 +162,17 @@ class Gate:
             key_set.start()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, metrics: GateMetrics | None = None) -> Gate:
-        """Build every collaborator from settings.
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        metrics: GateMetrics | None = None,
+        policy: PolicySource | None = None,
+        risk_store: RiskStore | None = None,
+        ip_resolver: ClientIPResolver | None = None,
+    ) -> Gate:
+        """Build every collaborator from settings; `policy`, `risk_store` and `ip_resolver` replace the
+        defaults (the bundle file, an in-memory store, CIDR-only trusted proxies) when given.
 
         A bundle that cannot be loaded or verified does not raise: the gate then fails by `failure_mode`
         and status() says why (one log line). Other bad settings (key sets, geo database, CIDRs) raise.
@@ -175,12 +184,12 @@ class Gate:
         key_sets = {"identity": _key_set(identity.jwks, settings, metrics)}
         if device.attestation_jwks:
             key_sets["device"] = _key_set(device.attestation_jwks, settings, metrics)
-        risk_store = InMemoryRiskStore(ttl_s=settings.risk_store.ttl_s)
+        risk_store = risk_store or InMemoryRiskStore(ttl_s=settings.risk_store.ttl_s)
         sessions = SessionVerifier(
             key_sets["identity"], identity, risk_store, posture_claim=device.posture_claim
         )
         devices = DevicePosture(key_sets.get("device"), device, risk_store=risk_store)
-        policy, problems = _static_policy(settings)
+        policy, problems = (policy, []) if policy is not None else _static_policy(settings)
         log_settings = settings.decision_log
         decision_log = None
         if log_settings.path:
@@ -195,7 +204,7 @@ class Gate:
             policy,
             sessions,
             devices,
-            ClientIPResolver(geo.trusted_proxies),
+            ip_resolver or ClientIPResolver(geo.trusted_proxies),
             GeoReader(geo.database, geo.cache_size),
             TravelAnomalyDetector(window_s=geo.anomaly_window_s),
             metrics,
@@ -304,6 +313,7 @@ class Gate:
             passes,
             trace.graphql,
             _identity(trace, decision_id) if passes else None,
+            input=trace.input,
         )
 
     def _verdict(self, snapshot: PolicySnapshot, key: InputKey) -> tuple[Verdict | None, Mapping[str, Any]]:
@@ -477,23 +487,26 @@ def _key_set(source: str, settings: Settings, metrics: GateMetrics) -> JWKSet:
     )
 
 
+def verify_options(settings: Settings) -> VerifyOptions:
+    """How bundles are verified, from the `bundle` settings (key, pin); ConfigError when unsigned bundles
+    would be accepted without `bundle.allow_unsigned`."""
+    bundle = settings.bundle
+    if bundle.verification_key is None and not bundle.allow_unsigned:
+        raise ConfigError("bundle.verification_key: not set (bundle.allow_unsigned is for development only)")
+    key = None
+    if bundle.verification_key is not None:
+        key = VerificationKey.from_file(bundle.verification_key, bundle.key_alg, bundle.key_id, bundle.scope)
+    pin = Pin(version_spec=bundle.require_version, digests=frozenset(bundle.require_digests))
+    return VerifyOptions(key=key, pin=pin)
+
+
 def _static_policy(settings: Settings) -> tuple[PolicySource, list[str]]:
     """A StaticPolicySource for bundle.path, or (an unavailable source, [why]) when it cannot be used."""
     bundle = settings.bundle
     try:
         if bundle.path is None:
             raise ConfigError("bundle.path: not set")
-        if bundle.verification_key is None and not bundle.allow_unsigned:
-            raise ConfigError(
-                "bundle.verification_key: not set (bundle.allow_unsigned is for development only)"
-            )
-        key = None
-        if bundle.verification_key is not None:
-            key = VerificationKey.from_file(
-                bundle.verification_key, bundle.key_alg, bundle.key_id, bundle.scope
-            )
-        pin = Pin(version_spec=bundle.require_version, digests=frozenset(bundle.require_digests))
-        return StaticPolicySource(bundle.path, VerifyOptions(key=key, pin=pin)), []
+        return StaticPolicySource(bundle.path, verify_options(settings)), []
     except (BundleError, ConfigError, OSError) as exc:
         reason = f"policy bundle {bundle.path}: {_describe(exc)}"
         log.error("ig-gate has no usable policy (failing %s): %s", settings.failure_mode, reason)

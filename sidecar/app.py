@@ -1,0 +1,104 @@
+"""The sidecar service: one Starlette app around one Gate.
+
+Built-in routes: Apollo Router coprocessor (`POST /apollo/coprocessor`), forward-auth (`/authz`,
+`/authz/<original path>`), the OPA-compatible Data API (`/v1/data/...`, `/health`), and operations
+(`/healthz`, `/readyz`, `/metrics`, `/v1/status`).
+
+Extension point: other sidecar modules contribute an `Extension` (routes, a fallback app for every path
+no route matches, a lifespan context), built by an `ExtensionFactory(settings, gate)`. `build_app` calls
+the factories listed in `EXTENSIONS` (the reverse proxy and the SSF receiver register there);
+`create_app(..., extensions=[...])` takes them explicitly (tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from ig_gate.middleware.gate import Gate
+from ig_gate.middleware.settings import Settings, load_settings
+from ig_gate.sidecar import coprocessor, forward_auth, opa_api, ops
+from ig_gate.sidecar.asgi_io import ASGIApp
+from ig_gate.sidecar.wiring import PolicyWiring, Sidecar, build_gate, policy_wiring
+
+CONFIG_ENV = "IG_SIDECAR_CONFIG"  # the config path for `app_from_env` (multi-worker `ig-gate serve`)
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """What a sidecar module plugs into the app."""
+
+    routes: Sequence[BaseRoute] = ()
+    fallback: ASGIApp | None = None  # serves every request no route matches (e.g. the reverse proxy)
+    lifespan: Callable[[], AbstractAsyncContextManager[None]] | None = None  # entered at startup
+
+
+ExtensionFactory = Callable[[Settings, Gate], Extension | None]  # None: not configured, nothing to add
+
+EXTENSIONS: tuple[ExtensionFactory, ...] = ()
+
+
+def create_app(
+    settings: Settings,
+    gate: Gate | None = None,
+    *,
+    policy: PolicyWiring | None = None,
+    extensions: Sequence[Extension] = (),
+) -> Starlette:
+    """The sidecar app for `settings`; builds the gate (and its policy source) unless given."""
+    if gate is None:
+        policy = policy or policy_wiring(settings)
+        gate = build_gate(settings, policy)
+    elif policy is None:
+        policy = PolicyWiring(gate.policy, "given")
+    sidecar = Sidecar(settings, gate, policy)
+    routes: list[BaseRoute] = [
+        *ops.routes(sidecar),
+        *coprocessor.routes(sidecar),
+        *forward_auth.routes(sidecar),
+        *opa_api.routes(sidecar),
+    ]
+    for extension in extensions:
+        routes.extend(extension.routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        policy.start()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                for extension in extensions:
+                    if extension.lifespan is not None:
+                        await stack.enter_async_context(extension.lifespan())
+                yield
+        finally:
+            policy.close()
+            gate.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    fallbacks = [e.fallback for e in extensions if e.fallback is not None]
+    if len(fallbacks) > 1:
+        raise ValueError("at most one sidecar extension may provide a fallback app")
+    if fallbacks:
+        app.router.default = fallbacks[0]
+    app.state.sidecar = sidecar
+    return app
+
+
+def build_app(settings: Settings, factories: Sequence[ExtensionFactory] = EXTENSIONS) -> Starlette:
+    """The full sidecar for `settings`: gate, policy source and every configured extension."""
+    policy = policy_wiring(settings)
+    gate = build_gate(settings, policy)
+    extensions = [e for factory in factories if (e := factory(settings, gate)) is not None]
+    return create_app(settings, gate, policy=policy, extensions=extensions)
+
+
+def app_from_env() -> Starlette:
+    """The uvicorn factory `ig_gate.sidecar.app:app_from_env` (one app per worker process); the config
+    path comes from $IG_SIDECAR_CONFIG."""
+    return build_app(load_settings(os.environ.get(CONFIG_ENV) or None))

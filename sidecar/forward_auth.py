@@ -1,0 +1,123 @@
+"""Forward-auth: `GET|POST /authz` for proxies that ask before they forward.
+
+Where the original request is described (first match wins):
+
+| proxy                     | method                 | URI (path + query)          |
+|---------------------------|------------------------|-----------------------------|
+| nginx `auth_request`      | `X-Original-Method`    | `X-Original-URI`            |
+| Traefik `forwardAuth`     | `X-Forwarded-Method`   | `X-Forwarded-Uri`           |
+| Envoy `ext_authz` (HTTP)  | the request's method   | `/authz<original path>?...` |
+
+The original headers (Authorization, device attestation, X-Forwarded-For...) arrive on the auth request
+itself. The client IP comes from forwarding headers only when the socket peer is a configured trusted
+proxy (`geo.trusted_proxies`), as for the middleware. A body is read only when the proxy forwards one
+(Envoy `with_request_body`, Traefik `forwardBody`) and it is JSON/GraphQL, to sniff the operation type.
+
+Answers: 200 with `X-Auth-Subject`, `X-Auth-Tenant`, `X-Auth-Risk`, `X-Auth-Decision-Id`; refusals as the
+middleware sends them (401 + `WWW-Authenticate`, 403, 400, 413, 503) with a JSON body.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.routing import BaseRoute, Route
+
+from ig_gate.middleware.decision import Identity
+from ig_gate.middleware.gate import GateRequest
+from ig_gate.middleware.graphql import is_graphql_body
+from ig_gate.sidecar.asgi_io import BodyTooLarge, Headers, Receive, Scope, Send, read_body, respond
+from ig_gate.sidecar.wiring import Sidecar
+
+PREFIX = "/authz"
+IDENTITY_HEADER_NAMES = (b"x-auth-subject", b"x-auth-tenant", b"x-auth-risk", b"x-auth-decision-id")
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%\\\"")
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
+
+def header_value(value: str) -> bytes:
+    """A header-safe value: printable ASCII kept, anything else (CR, LF, non-ASCII) percent-encoded."""
+    return quote(value, safe=_SAFE).encode("ascii")
+
+
+def identity_headers(identity: Identity) -> Headers:
+    """`X-Auth-*` headers describing an allowed request's verified caller (absent values omitted)."""
+    values = (identity.subject, identity.tenant, identity.risk, identity.decision_id)
+    return [(name, header_value(v)) for name, v in zip(IDENTITY_HEADER_NAMES, values, strict=True) if v]
+
+
+class ForwardAuth:
+    """The pure-ASGI forward-auth endpoint."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.gate = sidecar.gate
+        self.responses = sidecar.responses
+        self.max_body_bytes = sidecar.settings.server.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method, path, query = _original_request(scope)
+        peer = client[0] if (client := scope.get("client")) else None
+        headers = scope["headers"]
+        body = None
+        if scope["method"] not in _BODYLESS and _graphql_content(headers):
+            try:
+                body = await read_body(receive, self.max_body_bytes)
+            except BodyTooLarge:
+                request = GateRequest(method, path, query, headers, peer)
+                decision = self.gate.refuse_too_large(request, self.max_body_bytes)
+                await respond(send, *self.responses.http(decision))
+                return
+            if body is None:
+                return
+        decision = self.gate.decide(GateRequest(method, path, query, headers, peer, body))
+        if decision.passes:
+            identity = decision.identity
+            out = identity_headers(identity) if identity is not None else []
+            await respond(send, 200, [(b"cache-control", b"no-store"), *out], b"")
+            return
+        status, out_headers, payload = self.responses.http(decision)
+        await respond(send, status, out_headers, b"" if scope["method"] == "HEAD" else payload)
+
+
+def _original_request(scope: Scope) -> tuple[str, str, bytes]:
+    """(method, path, query string) of the request the proxy asks about."""
+    nginx_method = nginx_uri = traefik_method = traefik_uri = None
+    for name, value in scope["headers"]:
+        if name == b"x-original-uri":
+            nginx_uri = value
+        elif name == b"x-original-method":
+            nginx_method = value
+        elif name == b"x-forwarded-uri":
+            traefik_uri = value
+        elif name == b"x-forwarded-method":
+            traefik_method = value
+    uri = nginx_uri if nginx_uri is not None else traefik_uri
+    method = nginx_method if nginx_method is not None else traefik_method
+    if uri is not None:
+        path, _, query = uri.partition(b"?")
+        return _method(method, scope), path.decode("latin-1") or "/", query
+    suffix = scope["path"][len(PREFIX) :]  # Envoy: /authz/<original path>
+    return _method(method, scope), suffix or "/", scope["query_string"]
+
+
+def _method(value: bytes | None, scope: Scope) -> str:
+    if value is None:
+        return scope["method"]
+    return value.decode("latin-1").strip().upper() or scope["method"]
+
+
+def _graphql_content(headers: Headers) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return is_graphql_body(value.decode("latin-1"))
+    return False
+
+
+def routes(sidecar: Sidecar) -> list[BaseRoute]:
+    """`/authz` and `/authz/{path}` (Envoy's path-prefixed form), every method Envoy may forward."""
+    endpoint = ForwardAuth(sidecar)
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    return [
+        Route(PREFIX, endpoint, methods=methods),
+        Route(PREFIX + "/{path:path}", endpoint, methods=methods),
+    ]

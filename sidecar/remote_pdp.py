@@ -1,0 +1,100 @@
+"""A policy source that asks a remote OPA-compatible server (OPA itself, or another ig-gate's Data API)
+through opa-python-client, for operators who keep their OPA (`bundle.remote_opa_url`).
+
+The snapshot it hands the gate evaluates `data.<path>` with `POST /v1/data/<path>`. Calls block the
+serving thread for at most `timeout_s` (no retries: a slow PDP must not stall every request); any failure
+is a PolicyEvalError, which the gate turns into a failure-mode decision (503 when failing closed).
+Decisions are memoized by the gate like local ones (short TTL), under the revision `remote:<url>`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from opa_client import OpaClient
+
+from ig_gate.bundles.errors import PolicyEvalError
+from ig_gate.middleware.settings import ConfigError
+from ig_gate.sidecar.rego_path import PathError, path_for_query
+
+
+class RemoteSnapshot:
+    """Quacks like PolicySnapshot (revision, digest, cacheable, evaluate); there is no local bundle."""
+
+    __slots__ = ("_source", "cacheable", "digest", "revision", "verified")
+
+    def __init__(self, source: RemotePolicySource) -> None:
+        self._source = source
+        self.revision = f"remote:{source.url}"
+        self.digest = ""
+        self.cacheable = True
+        self.verified = None
+
+    def evaluate(self, query: str, input: Mapping[str, Any]) -> Any:
+        """The remote server's result for `query` (None when undefined); PolicyEvalError on any failure."""
+        return self._source.evaluate(query, input)
+
+
+class RemotePolicySource:
+    """A PolicySource backed by a remote OPA-compatible Data API."""
+
+    def __init__(self, url: str, *, timeout_s: float = 1.0, token: str | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ConfigError(f"bundle.remote_opa_url: expected http(s)://host[:port], got {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.url = f"{parts.scheme}://{parts.netloc}"
+        self._client = OpaClient(
+            host=parts.hostname, port=port, ssl=parts.scheme == "https", token=token,
+            timeout=timeout_s, retries=0,
+        )
+        self._snapshot = RemoteSnapshot(self)
+        self._lock = threading.Lock()
+        self._counts = {"evaluations": 0, "failures": 0}
+        self._last_error: str | None = None
+
+    def current(self) -> RemoteSnapshot:
+        """Always the remote snapshot: whether the remote answers is found out per evaluation."""
+        return self._snapshot
+
+    def evaluate(self, query: str, input: Mapping[str, Any]) -> Any:
+        """POST /v1/data/<path of query> {"input": input} -> its `result` (None when undefined)."""
+        try:
+            path = path_for_query(query).replace(".", "%2E")
+        except PathError as exc:
+            raise PolicyEvalError(f"remote PDP {self.url}: {exc}") from None
+        try:
+            body = self._client.query_rule(dict(input), path)
+        except (requests.RequestException, ValueError) as exc:
+            self._count(f"{type(exc).__name__} querying {path}")
+            raise PolicyEvalError(f"remote PDP {self.url}: {type(exc).__name__} querying {path}") from None
+        self._count(None)
+        if not isinstance(body, dict):
+            raise PolicyEvalError(f"remote PDP {self.url}: response for {path} is not a JSON object")
+        return body.get("result")
+
+    def ready(self) -> str | None:
+        """None when the remote reports healthy with its bundles activated, else why not (does I/O)."""
+        if self._client.check_health(query={"bundles": True}):
+            return None
+        return f"remote PDP {self.url} is not healthy (GET /health?bundles)"
+
+    def status(self) -> dict[str, Any]:
+        """URL, evaluation and failure counts, the last failure."""
+        with self._lock:
+            return {"url": self.url, **self._counts, "last_error": self._last_error}
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self._client.close_connection()
+
+    def _count(self, error: str | None) -> None:
+        with self._lock:
+            self._counts["evaluations"] += 1
+            if error is not None:
+                self._counts["failures"] += 1
+                self._last_error = error

@@ -1,0 +1,92 @@
+"""Build the sidecar's Gate from settings: which policy source (registry, remote PDP, bundle file) and the
+client-IP resolver that also serves coprocessor payloads (no socket peer: trusted hops)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ig_gate.bundles.policy import PolicySource
+from ig_gate.geo.client_ip import ClientIPResolver
+from ig_gate.middleware.decision import DecisionIds
+from ig_gate.middleware.gate import Gate, verify_options
+from ig_gate.middleware.responses import Responses
+from ig_gate.middleware.risk import RiskStore
+from ig_gate.middleware.settings import ConfigError, Settings
+
+
+@dataclass(slots=True)
+class PolicyWiring:
+    """The gate's policy source with its lifecycle and what ops endpoints say about it.
+
+    `start`/`close` run in the app lifespan; `status()` is JSON for /v1/status; `ready()` is None when the
+    source can answer, else why not (it may do I/O: call it off the event loop). Whether a snapshot is
+    active at all is asked of the source itself.
+    """
+
+    source: PolicySource | None  # None: Gate.from_settings loads bundle.path itself
+    kind: str  # file | registry | remote
+    start: Callable[[], None] = lambda: None
+    close: Callable[[], None] = lambda: None
+    status: Callable[[], dict[str, Any]] = dict
+    ready: Callable[[], str | None] = lambda: None
+
+
+def policy_wiring(settings: Settings) -> PolicyWiring:
+    """The policy source the settings ask for: a remote PDP, a registry channel, or the bundle file."""
+    bundle = settings.bundle
+    if bundle.remote_opa_url:
+        from ig_gate.sidecar.remote_pdp import RemotePolicySource
+
+        remote = RemotePolicySource(bundle.remote_opa_url)
+        return PolicyWiring(remote, "remote", close=remote.close, status=remote.status, ready=remote.ready)
+    if bundle.registry:
+        return _registry_wiring(settings)
+    return PolicyWiring(None, "file")
+
+
+def _registry_wiring(settings: Settings) -> PolicyWiring:
+    from ig_gate.bundles.manager import BundleManager
+    from ig_gate.bundles.registry import RegistryClient
+
+    bundle = settings.bundle
+    if not bundle.repository:
+        raise ConfigError("bundle.repository: required when bundle.registry is set")
+    try:
+        client = RegistryClient(bundle.registry or "", plain_http=bundle.plain_http)
+    except ValueError as exc:
+        raise ConfigError(f"bundle.registry: {exc}") from None
+    manager = BundleManager(
+        client,
+        bundle.repository,
+        bundle.channel,
+        verify_options(settings),
+        Path(bundle.state_dir),
+        poll_interval_s=bundle.poll_interval_s,
+    )
+    status = lambda: manager.status().to_json()  # noqa: E731
+    return PolicyWiring(manager, "registry", start=manager.start, close=manager.close, status=status)
+
+
+def build_gate(settings: Settings, policy: PolicyWiring, *, risk_store: RiskStore | None = None) -> Gate:
+    """The Gate for the sidecar; raises ConfigError (and the geo/JWKS config errors) on bad settings."""
+    resolver = ClientIPResolver(
+        settings.geo.trusted_proxies, trusted_hops=settings.server.coprocessor_trusted_hops
+    )
+    return Gate.from_settings(settings, policy=policy.source, risk_store=risk_store, ip_resolver=resolver)
+
+
+@dataclass(slots=True)
+class Sidecar:
+    """What every sidecar endpoint shares: settings, the gate, its policy wiring, response builders."""
+
+    settings: Settings
+    gate: Gate
+    policy: PolicyWiring
+    responses: Responses = field(init=False)
+    ids: DecisionIds = field(init=False, default_factory=DecisionIds)  # for Data API queries
+
+    def __post_init__(self) -> None:
+        self.responses = Responses(self.settings.identity.stepup)
