@@ -9,10 +9,12 @@ when the app reports shutdown complete.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from ig_gate.middleware.extract import CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, header_map
 from ig_gate.middleware.gate import Gate, GateRequest
 from ig_gate.middleware.graphql import is_graphql_body
 from ig_gate.middleware.responses import Responses
@@ -62,24 +64,20 @@ class ZeroTrustMiddleware:
         else:
             await self.app(scope, receive, send)
 
-    def _excluded_path(self, path: str) -> bool:
-        return path in self._excluded or (
-            bool(self._excluded_prefixes) and path.startswith(self._excluded_prefixes)
-        )
-
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        if self._excluded_path(path):
+        if path in self._excluded or (self._excluded_prefixes and path.startswith(self._excluded_prefixes)):
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        peer = client[0] if (client := scope.get("client")) else None
+        client = scope.get("client")
+        headers = header_map(scope["headers"])
         body = None
-        if method not in _BODYLESS and _wants_buffering(scope["headers"]):
+        if method not in _BODYLESS and _buffered(headers.get(CONTENT_TYPE)):
             try:
-                body = await self._read_body(scope, receive)
+                body = await self._read_body(headers, receive)
             except _BodyTooLarge:
-                request = GateRequest(method, path, scope["query_string"], scope["headers"], peer)
+                request = GateRequest(method, path, scope["query_string"], headers, client and client[0])
                 await self._send_refusal(
                     send, self.gate.refuse_too_large(request, self.max_body_bytes), method
                 )
@@ -88,7 +86,7 @@ class ZeroTrustMiddleware:
                 return
             receive = _replay(body, receive)
         decision = self.gate.decide(
-            GateRequest(method, path, scope["query_string"], scope["headers"], peer, body)
+            GateRequest(method, path, scope["query_string"], headers, client and client[0], body)
         )
         if decision.passes:
             _set_identity(scope, decision)
@@ -98,13 +96,14 @@ class ZeroTrustMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        if self._excluded_path(path):
+        if path in self._excluded or (self._excluded_prefixes and path.startswith(self._excluded_prefixes)):
             await self.app(scope, receive, send)
             return
-        peer = client[0] if (client := scope.get("client")) else None
-        decision = self.gate.decide(
-            GateRequest("GET", path, scope["query_string"], scope["headers"], peer, None, True)
+        client = scope.get("client")
+        request = GateRequest(
+            "GET", path, scope["query_string"], scope["headers"], client and client[0], None, True
         )
+        decision = self.gate.decide(request)
         if decision.passes:
             _set_identity(scope, decision)
             await self.app(scope, receive, send)
@@ -112,18 +111,25 @@ class ZeroTrustMiddleware:
         message = await receive()  # websocket.connect comes first; refuse before accept
         if message["type"] == "websocket.connect":
             reason = ", ".join(decision.reasons)[:120]
-            await send(
-                {"type": "websocket.close", "code": self.responses.close_code(decision), "reason": reason}
-            )
+            code = self.responses.close_code(decision)
+            await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+    async def _read_body(self, headers: HeaderMap, receive: Receive) -> bytes | None:
         """The whole body, or None when the client disconnected; _BodyTooLarge beyond the limit."""
         limit = self.max_body_bytes
-        declared = _content_length(scope["headers"])
-        if declared is not None and declared > limit:
+        declared = headers.get(CONTENT_LENGTH)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _BodyTooLarge
-        chunks: list[bytes] = []
-        size = 0
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body = message.get("body", b"")
+        if len(body) > limit:
+            raise _BodyTooLarge
+        if not message.get("more_body", False):
+            return body
+        chunks = [body]
+        size = len(body)
         while True:
             message = await receive()
             if message["type"] != "http.request":
@@ -134,7 +140,7 @@ class ZeroTrustMiddleware:
                 raise _BodyTooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return b"".join(chunks)
 
     async def _send_refusal(self, send: Send, decision: Any, method: str) -> None:
         status, headers, body = self.responses.http(decision)
@@ -154,21 +160,10 @@ class _BodyTooLarge(Exception):
     """The request body exceeds max_body_bytes."""
 
 
-def _wants_buffering(headers: Any) -> bool:
-    for name, value in headers:
-        if name == b"content-type":
-            return is_graphql_body(value.decode("latin-1"))
-    return False
-
-
-def _content_length(headers: Any) -> int | None:
-    for name, value in headers:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+@functools.lru_cache(maxsize=64)
+def _buffered(content_type: bytes | None) -> bool:
+    """Whether a body of this content type is read before deciding (to sniff the GraphQL operation)."""
+    return content_type is not None and is_graphql_body(content_type.decode("latin-1"))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

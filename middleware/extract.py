@@ -1,7 +1,9 @@
-"""Extract what the gate reads from request headers: bearer token, forwarding headers, device
-attestation, tenant and purpose headers, content type. One pass over ASGI raw header pairs.
+"""Read what the gate needs from request headers: one dict of the raw header bytes, the bearer token.
 
-Malformed credentials raise `MalformedRequest` (a 400, with an RFC 6750 `invalid_request` challenge when
+`header_map()` turns ASGI raw pairs (or a str mapping, as the sidecar has) into `{lower-case name: value}`
+in one C-level `dict()` call; only a request that repeats a header takes the slow path, which joins
+repeated forwarding headers and cookies and marks a repeated Authorization header as malformed.
+Malformed credentials raise `MalformedRequest` (400, with an RFC 6750 `invalid_request` challenge when
 `auth` is set); an Authorization header with another scheme counts as no bearer token.
 """
 
@@ -9,14 +11,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 RawHeaders = Iterable[tuple[bytes, bytes]]
 MAX_TOKEN_BYTES = 8192
 MAX_ATTESTATION_BYTES = 8192
-PURPOSE_HEADER = b"x-purpose"
+AUTHORIZATION = b"authorization"
+COOKIE = b"cookie"
+CONTENT_TYPE = b"content-type"
+CONTENT_LENGTH = b"content-length"
+X_FORWARDED_FOR = b"x-forwarded-for"
+FORWARDED = b"forwarded"
+PURPOSE = b"x-purpose"
+_REPEATED = b"\0repeated"  # marks a repeated Authorization header (never a valid value)
+_JOIN = {X_FORWARDED_FOR: b",", FORWARDED: b",", COOKIE: b"; "}
 _B64TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
 _LABEL = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # tenant header, purpose header
+_TOKEN_CACHE_SIZE = 4096
+
+
+class HeaderMap(dict[bytes, bytes]):
+    """Request headers as {lower-case name: raw value}, repeated headers already resolved."""
 
 
 class MalformedRequest(Exception):
@@ -28,62 +42,63 @@ class MalformedRequest(Exception):
         self.auth = auth  # a malformed credential: RFC 6750 invalid_request challenge
 
 
-@dataclass(slots=True)
-class Extracted:
-    """The raw values of the few headers the gate reads (repeated forwarding headers joined)."""
+def header_map(raw: RawHeaders | Mapping[str, str] | Mapping[bytes, bytes]) -> HeaderMap:
+    """A HeaderMap from ASGI raw pairs or a str mapping (any case); a HeaderMap is returned as is."""
+    kind = type(raw)
+    if kind is list:  # ASGI servers and the TestClient pass a list
+        headers = HeaderMap(raw)
+        return headers if len(headers) == len(raw) else _merged(raw)
+    if kind is HeaderMap:
+        return raw
+    if isinstance(raw, Mapping):
+        return HeaderMap(
+            (str(k).lower().encode("latin-1", "replace"), str(v).encode("utf-8", "replace"))
+            for k, v in raw.items()
+        )
+    return header_map(list(raw))
 
-    authorization: bytes | None = None
-    cookie: bytes | None = None
-    forwarded_for: bytes | None = None
-    forwarded: bytes | None = None
-    device: bytes | None = None
-    tenant: bytes | None = None
-    purpose: bytes | None = None
-    content_type: bytes | None = None
+
+def _merged(pairs: Iterable[tuple[bytes, bytes]]) -> HeaderMap:
+    headers = HeaderMap()
+    for name, value in pairs:
+        previous = headers.get(name)
+        if previous is None:
+            headers[name] = value
+        elif name == AUTHORIZATION:
+            headers[name] = _REPEATED
+        elif name in _JOIN:
+            headers[name] = previous + _JOIN[name] + value
+        # any other repeated header: the first one counts, as Starlette's Headers.get reads it
+    return headers
 
 
-class HeaderReader:
-    """Reads the gate's headers; built once with the configured header and cookie names."""
+class TokenReader:
+    """The bearer token from Authorization, else from the configured cookie; validated syntax is cached."""
 
-    def __init__(self, device_header: str, tenant_header: str | None, cookie: str | None) -> None:
-        self._device = device_header.lower().encode("latin-1")
-        self._tenant = tenant_header.lower().encode("latin-1") if tenant_header else None
+    def __init__(self, cookie: str | None) -> None:
         self._cookie = cookie.encode("latin-1") if cookie else None
+        self._seen: dict[bytes, str] = {}  # Authorization value -> token (well-formed ones only)
 
-    def read(self, raw: RawHeaders | Mapping[str, str]) -> Extracted:
-        """One pass over the headers (ASGI raw pairs with lower-case names, or a str mapping)."""
-        found = Extracted()
-        for name, value in _pairs(raw) if isinstance(raw, Mapping) else raw:
-            if name == b"authorization":
-                if found.authorization is not None:
-                    raise MalformedRequest("more than one Authorization header", auth=True)
-                found.authorization = value
-            elif name == b"cookie":
-                found.cookie = value if found.cookie is None else found.cookie + b"; " + value
-            elif name == b"x-forwarded-for":
-                found.forwarded_for = _joined(found.forwarded_for, value)
-            elif name == b"forwarded":
-                found.forwarded = _joined(found.forwarded, value)
-            elif name == b"content-type":
-                if found.content_type is None:  # the first one, as Starlette and the middleware read it
-                    found.content_type = value
-            elif name == self._device:
-                found.device = value
-            elif name == self._tenant:
-                found.tenant = value
-            elif name == PURPOSE_HEADER:
-                found.purpose = value
-        return found
-
-    def token(self, found: Extracted) -> str | None:
-        """The bearer token from Authorization, else from the configured cookie; None when absent."""
-        raw = found.authorization
+    def token(self, headers: HeaderMap) -> str | None:
+        """The token, None when there is none; MalformedRequest for malformed credentials."""
+        raw = headers.get(AUTHORIZATION)
         if raw is not None:
+            try:
+                return self._seen[raw]
+            except KeyError:
+                pass
+            if raw is _REPEATED:
+                raise MalformedRequest("more than one Authorization header", auth=True)
             scheme, _, credentials = raw.strip().partition(b" ")
             if scheme.lower() == b"bearer":
-                return _checked_token(credentials.strip(), "Authorization: Bearer credentials")
-        if self._cookie is not None and found.cookie is not None:
-            value = _cookie_value(found.cookie, self._cookie)
+                token = _checked_token(credentials.strip(), "Authorization: Bearer credentials")
+                if len(self._seen) >= _TOKEN_CACHE_SIZE:
+                    self._seen.clear()
+                self._seen[raw] = token
+                return token
+        cookie = headers.get(COOKIE)
+        if self._cookie is not None and cookie is not None:
+            value = _cookie_value(cookie, self._cookie)
             if value is not None:
                 return _checked_token(value, "token cookie")
         return None
@@ -109,16 +124,6 @@ def label(value: bytes | None, what: str) -> str | None:
     if not _LABEL.fullmatch(value):
         raise MalformedRequest(f"{what} must be 1-64 characters of [A-Za-z0-9_.:-]")
     return value.decode("ascii")
-
-
-def _joined(previous: bytes | None, value: bytes) -> bytes:
-    return value if previous is None else previous + b"," + value
-
-
-def _pairs(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    return [
-        (k.lower().encode("latin-1", "replace"), v.encode("utf-8", "replace")) for k, v in headers.items()
-    ]
 
 
 def _checked_token(value: bytes, what: str) -> str:

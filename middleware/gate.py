@@ -8,12 +8,13 @@ without secrets. Missing or invalid tokens are refused before the policy is cons
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ig_gate.bundles.errors import BundleError, PolicyEvalError
 from ig_gate.bundles.pin import Pin
@@ -41,7 +42,19 @@ from ig_gate.middleware.decision import (
 )
 from ig_gate.middleware.decision_log import DecisionLog
 from ig_gate.middleware.device import DevicePosture
-from ig_gate.middleware.extract import HeaderReader, MalformedRequest, RawHeaders, ascii_or_none, label, text
+from ig_gate.middleware.extract import (
+    CONTENT_TYPE,
+    FORWARDED,
+    PURPOSE,
+    X_FORWARDED_FOR,
+    HeaderMap,
+    MalformedRequest,
+    RawHeaders,
+    TokenReader,
+    ascii_or_none,
+    header_map,
+    label,
+)
 from ig_gate.middleware.graphql import UNKNOWN, GraphQLRequestError, operation_type
 from ig_gate.middleware.jwks import JWKSet
 from ig_gate.middleware.metrics import GateMetrics
@@ -52,18 +65,17 @@ from ig_gate.middleware.settings import ConfigError, Settings
 
 log = logging.getLogger("ig_gate.gate")
 
-_PROFILE_CACHE_SIZE = 256
+_CACHED_BODY_BYTES = 4096  # request kinds of bodies up to this size are cached (4096 of them)
 _LOG_EVERY_S = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class GateRequest:
-    """One request as the gate sees it; headers are ASGI raw pairs or a str mapping (any case)."""
+class GateRequest(NamedTuple):
+    """One request as the gate sees it; headers: ASGI raw pairs, a str mapping (any case), or a HeaderMap."""
 
     method: str
     path: str
     query_string: bytes | str
-    headers: RawHeaders | Mapping[str, str]
+    headers: RawHeaders | Mapping[str, str] | HeaderMap
     peer: str | None
     body: bytes | None = None
     is_websocket: bool = False
@@ -152,10 +164,10 @@ class Gate:
         memo = settings.memo
         self._memo = DecisionMemo(memo.size, memo.ttl_s) if memo.enabled else None
         self._ids = DecisionIds()
-        self._headers = HeaderReader(
-            settings.device.header, settings.identity.tenant_header, settings.identity.cookie
-        )
-        self._profiles: dict[tuple[str, str, bytes | None, bool], str] = {}
+        self._tokens = TokenReader(settings.identity.cookie)
+        self._device_header = settings.device.header.lower().encode("latin-1")
+        tenant_header = settings.identity.tenant_header
+        self._tenant_header = tenant_header.lower().encode("latin-1") if tenant_header else None
         self._snapshot: PolicySnapshot | None = None
         self._throttle = _Throttle(_LOG_EVERY_S)
         for key_set in self.key_sets.values():
@@ -245,25 +257,27 @@ class Gate:
         return decision
 
     def _decide(self, request: GateRequest, trace: _Trace) -> Decision:
-        headers = self._headers.read(request.headers)
-        client = self.ip_resolver.resolve(request.peer, text(headers.forwarded_for), text(headers.forwarded))
+        headers = header_map(request.headers)
+        get = headers.get
+        forwarded_for, forwarded = get(X_FORWARDED_FOR), get(FORWARDED)
+        client = self.ip_resolver.resolve(
+            request.peer,
+            None if forwarded_for is None else forwarded_for.decode("latin-1"),
+            None if forwarded is None else forwarded.decode("latin-1"),
+        )
         if client.malformed:
             self.metrics.malformed_forwarded()
-        content_type = text(headers.content_type) or ""
-        op = (
-            "subscription"
-            if request.is_websocket
-            else operation_type(
-                request.method, request.path, request.query_string, request.body, content_type
-            )
+        body = request.body
+        kind = _request_kind if body is None or len(body) <= _CACHED_BODY_BYTES else _request_kind.__wrapped__
+        op, trace.profile = kind(
+            request.method, request.query_string, body, get(CONTENT_TYPE), request.is_websocket
         )
         if op != UNKNOWN:
             trace.graphql = True
-        trace.profile = self._profile(request, op, headers.content_type)
-        purpose = label(headers.purpose, "X-Purpose header")
-        tenant_header = label(headers.tenant, "tenant header")
+        purpose = label(get(PURPOSE), "X-Purpose header")
+        tenant_header = label(get(self._tenant_header), "tenant header") if self._tenant_header else None
 
-        token = self._headers.token(headers)
+        token = self._tokens.token(headers)
         if token is None:
             return self._refusal(UNAUTHENTICATED, "token_missing", "bearer token missing", trace, "missing")
         if self.sessions is None:
@@ -273,54 +287,38 @@ class Gate:
         except TokenError as exc:
             return self._refusal(UNAUTHENTICATED, f"token_{exc.kind}", exc.description, trace, exc.kind)
 
-        posture = trace.posture = self.devices.posture(ascii_or_none(headers.device), session)
+        posture = trace.posture = self.devices.posture(ascii_or_none(get(self._device_header)), session)
         country = trace.country = self.geo.country(client.address)
         anomaly = self.anomalies.observe(session.subject, country, self._clock())
         if anomaly:
             self.metrics.geo_anomaly(session.tenant)
-        key = trace.input = (
-            session.tenant,
-            session.risk,
-            session.acr,
-            session.auth_age_s,
-            session.subject,
-            session.stepup_satisfied,
-            posture,
-            country,
-            anomaly,
-            request.method,
-            request.path,
-            op,
-            purpose,
-        )
         snapshot = self.policy.current()
+        revision = trace.revision = snapshot.revision if snapshot is not None else None
+        key = trace.input = (
+            revision, session.tenant, session.risk, session.acr, session.auth_age_s, session.subject,
+            session.stepup_satisfied, posture, country, anomaly, request.method, request.path, op, purpose,
+        )  # fmt: skip
         if snapshot is None:
             return self._failure("no_bundle", None, trace)
         if snapshot is not self._snapshot:
             self._activate(snapshot)
-        trace.revision = snapshot.revision
         verdict, trace.input = self._verdict(snapshot, key)
         if verdict is None:  # the engine failed; _verdict logged the cause
             return self._failure("engine_error", None, trace)
         trace.result = verdict.result
         decision_id = self._ids.next()
         passes = verdict.outcome == ALLOW
+        identity = _identity(trace, decision_id) if passes else None
         return Decision(
-            verdict.outcome,
-            verdict.reasons,
-            decision_id,
-            snapshot.revision,
-            passes,
-            trace.graphql,
-            _identity(trace, decision_id) if passes else None,
-            input=trace.input,
-        )
+            verdict.outcome, verdict.reasons, decision_id, revision, passes, trace.graphql, identity, None,
+            "", trace.input,
+        )  # fmt: skip
 
     def _verdict(self, snapshot: PolicySnapshot, key: InputKey) -> tuple[Verdict | None, Mapping[str, Any]]:
         """(verdict, or None when the engine failed; the input document); memoized when the bundle allows."""
         memo = self._memo if snapshot.cacheable else None
         if memo is not None:
-            memoized = memo.get(snapshot.revision, key)
+            memoized = memo.get(key)
             self.metrics.memo(memoized is not None)
             if memoized is not None:
                 return memoized
@@ -331,21 +329,8 @@ class Gate:
             self._log_failure("engine_error", exc)
             return None, document
         if memo is not None:
-            memo.put(snapshot.revision, key, (verdict, document))
+            memo.put(key, (verdict, document))
         return verdict, document
-
-    def _profile(self, request: GateRequest, op: str, content_type: bytes | None) -> str:
-        key = (request.method, op, content_type, request.is_websocket)
-        try:
-            return self._profiles[key]
-        except KeyError:
-            profile = workload_profile(
-                request.method, request.path, op, text(content_type), websocket=request.is_websocket
-            )
-            if len(self._profiles) >= _PROFILE_CACHE_SIZE:
-                self._profiles.clear()
-            self._profiles[key] = profile
-            return profile
 
     # -- refusals and failures -----------------------------------------------------------------------
 
@@ -460,6 +445,16 @@ class Gate:
             self.decision_log.close()
         for key_set in self.key_sets.values():
             key_set.close()
+
+
+@functools.lru_cache(maxsize=4096)
+def _request_kind(
+    method: str, query_string: bytes | str, body: bytes | None, content_type: bytes | None, websocket: bool
+) -> tuple[str, str]:
+    """(GraphQL operation type, workload profile); cached, since clients repeat the same small requests."""
+    media = "" if content_type is None else content_type.decode("latin-1")
+    op = "subscription" if websocket else operation_type(method, "", query_string, body, media)
+    return op, workload_profile(method, "", op, media, websocket=websocket)
 
 
 def _identity(trace: _Trace, decision_id: str) -> Identity:
