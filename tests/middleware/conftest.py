@@ -1,8 +1,9 @@
 """A fixture world for the gate: real keys, JWKS files, a signed example bundle, a test .mmdb, Settings.
 
 Networks in the test database (documentation and shared ranges, so nothing real is implied):
-US 203.0.113.0/24 (the TestClient peer 203.0.113.5), 8.8.8.0/24, 11.0.0.0/16 (many fresh IPs for benchmarks); DE 198.51.100.0/24, 2001:db8:de::/48;
-FR 192.0.2.0/24 (outside tenant acme's fence US+DE); JP 100.64.1.0/24. 10.0.0.0/8 are trusted proxies.
+US 203.0.113.0/24 (the TestClient peer 203.0.113.5), 8.8.8.0/24, 11.0.0.0/16 (fresh IPs for benchmarks);
+DE 198.51.100.0/24, 2001:db8:de::/48; FR 192.0.2.0/24 (outside tenant acme's fence US+DE);
+JP 100.64.1.0/24. 10.0.0.0/8 are trusted proxies.
 """
 
 from __future__ import annotations
