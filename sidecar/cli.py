@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ig_gate.middleware.decision_log import verify_chain
+from ig_gate.sidecar.serve import register_serve
 
 USAGE = 2
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ig-gate", description="ig-gate zero-trust sidecar")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_decisions(subparsers)
+    register_serve(subparsers)
     return parser
 
 

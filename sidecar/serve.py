@@ -1,0 +1,108 @@
+"""`ig-gate serve`: run the sidecar under uvicorn (uvloop, httptools, access log off).
+
+Configuration problems are found before listening and reported in one line naming the key path (exit 2).
+SIGTERM/SIGINT drain in-flight requests for up to `server.graceful_timeout_s`, then the lifespan closes
+the gate (decision log flushed, refreshers and bundle polling stopped).
+
+With `--workers N > 1` every worker builds its own app from the same config (uvicorn factory
+`ig_gate.sidecar.app:app_from_env`), and prometheus-client runs in multiprocess mode: a fresh
+PROMETHEUS_MULTIPROC_DIR (unless one is set) that /metrics of any worker aggregates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ig_gate.bundles.errors import BundleError
+from ig_gate.geo.errors import GeoError
+from ig_gate.middleware.jwks import JWKSError
+from ig_gate.middleware.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+USAGE = 2
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UPSTREAM_ENV = "IG_GATE_SERVER__UPSTREAM"
+STARTUP_ERRORS = (ConfigError, GeoError, JWKSError, BundleError, OSError, ValueError)
+
+
+def register_serve(subparsers: argparse._SubParsersAction) -> None:
+    """`ig-gate serve --config FILE [--host] [--port] [--workers] [--upstream URL]`."""
+    serve = subparsers.add_parser("serve", help="run the sidecar (coprocessor, forward-auth, Data API...)")
+    serve.add_argument("--config", metavar="FILE", help="ig-gate.yaml (IG_GATE_* env vars override it)")
+    serve.add_argument("--host", help="listen address (default: server.host)")
+    serve.add_argument("--port", type=int, help="listen port (default: server.port)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+    serve.add_argument("--upstream", metavar="URL", help="reverse-proxy every other path to URL")
+    serve.set_defaults(handler=serve_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Validate the configuration, then serve until a termination signal."""
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        return _fail(exc)
+    server = settings.server
+    if server.workers < 1:
+        return _fail(ConfigError(f"server.workers: must be >= 1, got {server.workers}"))
+    try:
+        app = _build(settings)  # fails here, before listening, on bad keys, key sets, geo DB...
+    except STARTUP_ERRORS as exc:
+        return _fail(exc)
+    import uvicorn
+
+    options = {
+        "host": server.host,
+        "port": server.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "timeout_graceful_shutdown": max(1, round(server.graceful_timeout_s)),
+        "lifespan": "on",
+    }
+    if server.workers == 1:
+        uvicorn.run(app, **options)
+        return 0
+    app.state.sidecar.gate.close()  # the workers build their own
+    os.environ["IG_SIDECAR_CONFIG"] = str(Path(args.config).resolve()) if args.config else ""
+    if server.upstream:
+        os.environ[UPSTREAM_ENV] = server.upstream
+    own_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        own_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="ig-gate-metrics-")
+    try:
+        uvicorn.run("ig_gate.sidecar.app:app_from_env", factory=True, workers=server.workers, **options)
+    finally:
+        if own_dir is not None:
+            shutil.rmtree(own_dir, ignore_errors=True)
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    changes = {
+        name: value
+        for name in ("host", "port", "workers", "upstream")
+        if (value := getattr(args, name)) is not None
+    }
+    return dataclasses.replace(settings, server=dataclasses.replace(settings.server, **changes))
+
+
+def _build(settings: Settings) -> Starlette:
+    from ig_gate.sidecar.app import build_app  # imported here: the CLI's other commands stay light
+
+    return build_app(settings)
+
+
+def _fail(exc: BaseException) -> int:
+    print(f"ig-gate: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+    return USAGE
