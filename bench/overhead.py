@@ -1,0 +1,253 @@
+"""`make bench`: the demo GraphQL app bare and protected, measured side by side with wrk.
+
+Every config is served by uvicorn (uvloop, httptools, one worker, access log off) as a subprocess on a
+free loopback port, pinned to CPU 0; wrk runs pinned to CPU 1 (`taskset`, when available). Configs:
+
+- `bare`          the demo app alone (the baseline);
+- `middleware`    the demo app behind ZeroTrustMiddleware (metrics and hash-chained decision log on);
+- `forward-auth`  the sidecar's `/authz` (Envoy ext_authz style, body forwarded) -- skipped when the
+                  sidecar modules are not installed;
+- `coprocessor`   the sidecar's Apollo Router coprocessor (`RouterRequest` stage) -- likewise.
+
+Two modes, each after a warm-up and interleaved config by config (A/B/C/D, A/B/C/D, ...) for N rounds:
+saturation (closed loop, C connections) and a fixed request rate at `--load` x the bare app's median
+saturated throughput ("overhead at normal load"; closed-loop pacing, see bench/wrk/mix.lua). Figures
+are medians over rounds with min-max spread; ratios and added latency against bare are paired per round.
+Writes bench/results/<timestamp>.json, .md and .png. Exit 1 when a config answered a status its
+traffic does not expect (the benchmark then measured the wrong path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python bench/overhead.py`: import siblings as `bench.*`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import targets
+from bench.machine import describe
+from bench.report import FIXED_RATE, SATURATION, fixed_rate_table, plot, saturation_table
+from bench.summary import BASELINE, ConfigSummary, summarize, unexpected_statuses
+from bench.traffic import Mix, client_pool, expected_statuses, wire_pool, write_lua_pool
+from bench.wrkrun import WrkResult, pin_prefix, run_wrk
+from ig_gate.sidecar.demo import prepare
+from tests.support.procs import free_port, running
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER_CPU = 0
+LOAD_CPU = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A served target: its uvicorn factory in bench/targets.py and the envelope its traffic uses."""
+
+    name: str
+    factory: str
+    shape: str
+    needs_sidecar: bool = False
+
+
+CONFIGS = (
+    Config("bare", "bare", "direct"),
+    Config("middleware", "middleware", "direct"),
+    Config("forward-auth", "sidecar", "forward-auth", needs_sidecar=True),
+    Config("coprocessor", "sidecar", "coprocessor", needs_sidecar=True),
+)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/overhead.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per mode (default 3)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per config (default 3)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1: one core)")
+    parser.add_argument("--load", type=float, default=0.5,
+                        help="fixed-rate mode at this fraction of bare capacity; 0 skips it (default 0.5)")
+    parser.add_argument("--stepup", type=float, default=0.0, help="share of step-up (401) requests")
+    parser.add_argument("--deny", type=float, default=0.0, help="share of denied (403) requests")
+    parser.add_argument("--mutations", type=float, default=0.25, help="share of mutations among allowed")
+    parser.add_argument("--configs", default=",".join(c.name for c in CONFIGS),
+                        help="comma-separated configs to run (default: all available)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results directory")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 round of 1 s, 1 s warm-up (smoke tests; numbers are not meaningful)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, 1.0, 1.0
+    wanted = [name.strip() for name in args.configs.split(",") if name.strip()]
+    unknown = sorted(set(wanted) - {c.name for c in CONFIGS})
+    if unknown:
+        parser.error(f"--configs: unknown config {unknown[0]!r}")
+    args.selected = [c for c in CONFIGS if c.name in wanted]
+    try:
+        args.mix = Mix(stepup=args.stepup, deny=args.deny, mutations=args.mutations)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.rounds < 1 or args.duration < 1:
+        parser.error("--rounds and --duration must be at least 1")
+    return args
+
+
+def available(configs: Sequence[Config]) -> list[Config]:
+    """The configs whose modules exist; prints 'skipped' for the others."""
+    has_sidecar = targets.sidecar_available()
+    kept = []
+    for config in configs:
+        if config.needs_sidecar and not has_sidecar:
+            print(f"{config.name}: skipped (sidecar modules not installed)", file=sys.stderr)
+        else:
+            kept.append(config)
+    return kept
+
+
+@contextlib.contextmanager
+def serve(configs: Sequence[Config], workdir: Path) -> Iterator[dict[str, str]]:
+    """Start one uvicorn process per config (pinned to SERVER_CPU); yield name -> base URL."""
+    urls = {}
+    with contextlib.ExitStack() as stack:
+        for config in configs:
+            port = free_port()
+            argv = [
+                *pin_prefix(SERVER_CPU),
+                sys.executable, "-m", "uvicorn", "--factory", f"bench.targets:{config.factory}",
+                "--app-dir", str(REPO), "--host", "127.0.0.1", "--port", str(port),
+                "--loop", "uvloop", "--http", "httptools", "--workers", "1",
+                "--no-access-log", "--log-level", "warning",
+            ]  # fmt: skip
+            env = {
+                targets.CONFIG_ENV: str(workdir / "demo" / "ig-gate.yaml"),
+                "IG_GATE_DECISION_LOG__PATH": str(workdir / f"decisions-{config.name}.jsonl"),
+            }
+            log = workdir / f"server-{config.name}.log"
+            stack.enter_context(running(argv, port=port, log=log, env=env, cwd=REPO, timeout_s=60))
+            urls[config.name] = f"http://127.0.0.1:{port}"
+        yield urls
+
+
+def measure(
+    configs: Sequence[Config],
+    urls: dict[str, str],
+    pools: dict[str, Path],
+    args: argparse.Namespace,
+    rate: float | None,
+) -> dict[str, list[WrkResult]]:
+    """`args.rounds` interleaved rounds over `configs`; one wrk run per config per round."""
+    results: dict[str, list[WrkResult]] = {c.name: [] for c in configs}
+    mode = f"fixed {rate:.0f} req/s" if rate else "saturation"
+    for round_no in range(1, args.rounds + 1):
+        for config in configs:
+            result = run_wrk(
+                urls[config.name], pools[config.shape], duration_s=args.duration,
+                connections=args.connections, threads=args.threads, rate=rate, cpu=LOAD_CPU,
+            )  # fmt: skip
+            results[config.name].append(result)
+            print(
+                f"  {mode} round {round_no}/{args.rounds} {config.name:13s} {result.rps:9.0f} req/s  "
+                f"p50 {result.latency_ms('p50'):6.2f}  p95 {result.latency_ms('p95'):6.2f}  "
+                f"p99 {result.latency_ms('p99'):6.2f} ms",
+                file=sys.stderr,
+            )
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configs = available(args.selected)
+    if not configs:
+        print("bench: no config to run", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    machine = describe(REPO)
+    with tempfile.TemporaryDirectory(prefix="ig-bench-") as tmp:
+        workdir = Path(tmp)
+        with contextlib.redirect_stdout(io.StringIO()):  # ig-policy prints JSON for every step
+            idp = prepare(workdir / "demo", REPO / "policies")
+        client = client_pool(idp, args.mix)
+        wires = {shape: wire_pool(client, shape) for shape in {c.shape for c in configs}}
+        pools = {shape: write_lua_pool(w, workdir / f"pool-{shape}.lua") for shape, w in wires.items()}
+        expected = {c.name: set(expected_statuses(wires[c.shape])) for c in configs}
+        with serve(configs, workdir) as urls:
+            print(f"bench: warm-up {args.warmup:g} s per config", file=sys.stderr)
+            for config in configs:
+                run_wrk(urls[config.name], pools[config.shape], duration_s=args.warmup,
+                        connections=args.connections, threads=args.threads, cpu=LOAD_CPU)  # fmt: skip
+            modes = {SATURATION: summarize(measure(configs, urls, pools, args, None))}
+            rate = None
+            base = next((s for s in modes[SATURATION] if s.name == BASELINE), None)
+            if args.load > 0 and base is not None:
+                rate = args.load * base.rps.median
+                modes[FIXED_RATE] = summarize(measure(configs, urls, pools, args, rate))
+            elif args.load > 0:
+                print("bench: fixed-rate mode skipped (needs the bare config)", file=sys.stderr)
+    problems = {
+        f"{mode}/{s.name}": bad
+        for mode, summaries in modes.items()
+        for s in summaries
+        if (bad := unexpected_statuses(s, expected[s.name]))
+    }
+    paths = write_results(args, machine, modes, rate, problems, time.monotonic() - started)
+    print(paths["md"].read_text())
+    print(f"bench: wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    if problems:
+        print(f"bench: unexpected statuses {problems}: these numbers measure the wrong path", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_results(
+    args: argparse.Namespace,
+    machine: dict,
+    modes: dict[str, list[ConfigSummary]],
+    rate: float | None,
+    problems: dict[str, dict[int, int]],
+    elapsed_s: float,
+) -> dict[str, Path]:
+    """bench/results/<timestamp>.{json,md,png}."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ")
+    settings = {
+        "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
+        "connections": args.connections, "wrk_threads": args.threads, "load": args.load,
+        "fixed_rate_rps": round(rate, 1) if rate else None, "mix": {
+            "stepup": args.mix.stepup, "deny": args.mix.deny, "mutations": args.mix.mutations},
+        "pinned": bool(pin_prefix(SERVER_CPU)) and bool(pin_prefix(LOAD_CPU)),
+    }  # fmt: skip
+    title = (
+        f"ig-gate overhead {stamp} · {machine['cpu_model']} · {machine['cores']} cores · "
+        f"{args.rounds}x{args.duration:g}s, {args.connections} conns"
+    )
+    document = {
+        "timestamp": stamp,
+        "elapsed_s": round(elapsed_s, 1),
+        "machine": machine,
+        "settings": settings,
+        "modes": {mode: {s.name: s.to_json() for s in summaries} for mode, summaries in modes.items()},
+        "unexpected_statuses": {k: {str(s): n for s, n in v.items()} for k, v in problems.items()},
+    }
+    base = args.out / stamp
+    paths = {suffix: base.with_suffix(f".{suffix}") for suffix in ("json", "md", "png")}
+    paths["json"].write_text(json.dumps(document, indent=2) + "\n")
+    sections = [f"## {title}", "", "Saturation (closed loop), median (min … max) over rounds:", ""]
+    sections += [saturation_table(modes[SATURATION]), ""]
+    if FIXED_RATE in modes and rate:
+        sections += [f"Fixed rate {rate:.0f} req/s ({args.load:.0%} of bare capacity):", ""]
+        sections += [fixed_rate_table(modes[FIXED_RATE], rate), ""]
+    paths["md"].write_text("\n".join(sections))
+    plot(modes, paths["png"], title)
+    return paths
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

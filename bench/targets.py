@@ -1,0 +1,70 @@
+"""ASGI factories for the load benchmarks, served by the uvicorn CLI (`uvicorn --factory bench.targets:X`).
+
+Each factory reads the demo config path from $IG_BENCH_CONFIG (written by `ig_gate.sidecar.demo.prepare`):
+
+- `bare`: the demo GraphQL app alone;
+- `middleware`: the demo app behind ZeroTrustMiddleware (metrics and decision log as configured);
+- `sidecar`: the sidecar service (forward-auth `/authz`, Apollo coprocessor, ...) on the same config;
+- `devidp`: the development IdP (`POST /token`) with the keys in $IG_BENCH_IDP_DIR (for step-up flows).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from ig_gate.middleware import ZeroTrustMiddleware
+from ig_gate.sidecar.demo_app import create_app
+from ig_gate.sidecar.devidp import DevIdP, DevKey
+
+CONFIG_ENV = "IG_BENCH_CONFIG"
+IDP_DIR_ENV = "IG_BENCH_IDP_DIR"
+IDP_KID = "demo-idp-1"  # the key ids `prepare()` gives the demo keys
+MDM_KID = "demo-mdm-1"
+SIDECAR_MODULES = ("ig_gate.sidecar.app", "ig_gate.sidecar.forward_auth", "ig_gate.sidecar.coprocessor")
+
+
+def _env_path(name: str) -> Path:
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError(f"${name} is not set (bench/targets.py factories need it)")
+    return Path(value)
+
+
+def bare() -> Any:
+    """The demo app, unprotected."""
+    return create_app()
+
+
+def middleware() -> Any:
+    """The demo app behind ZeroTrustMiddleware."""
+    return ZeroTrustMiddleware(create_app(), config=_env_path(CONFIG_ENV))
+
+
+def sidecar() -> Any:
+    """The sidecar app (forward-auth and coprocessor endpoints) with every configured extension."""
+    from ig_gate.middleware.settings import load_settings
+    from ig_gate.sidecar.app import build_app
+
+    return build_app(load_settings(_env_path(CONFIG_ENV)))
+
+
+def devidp() -> Any:
+    """The development IdP serving `POST /token` with the keys written by `write_idp_keys`."""
+    keys = _env_path(IDP_DIR_ENV)
+    return DevIdP(DevKey.load(keys / "idp.key", IDP_KID), DevKey.load(keys / "mdm.key", MDM_KID)).app()
+
+
+def write_idp_keys(idp: DevIdP, directory: Path) -> None:
+    """Write both private keys of `idp` where `devidp()` (and the locustfile's flags) read them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, key in (("idp.key", idp.session_key), ("mdm.key", idp.device_key)):
+        (directory / name).write_bytes(key.private_pem)
+        (directory / name).chmod(0o600)
+
+
+def sidecar_available() -> bool:
+    """True when the sidecar modules the forward-auth and coprocessor configs need are installed."""
+    return all(importlib.util.find_spec(name) is not None for name in SIDECAR_MODULES)
