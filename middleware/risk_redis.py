@@ -147,6 +147,17 @@ class RedisRiskStore:
         self._call(lambda: self._update(keys=[full], args=args))
         self._cache.pop(full, None)
 
+    # -- replay protection (SSF jti), shared by replicas -------------------------------------------
+
+    def claim_once(self, key: str, ttl_s: float) -> bool:
+        """True the first time `key` is claimed within ttl_s (by any replica), False afterwards."""
+        name, ttl_ms = self.prefix + "once:" + key, max(1, int(ttl_s * 1000))
+        return bool(self._call(lambda: self.redis.set(name, "1", px=ttl_ms, nx=True)))
+
+    def release(self, key: str) -> None:
+        """Forget a claim (the event it guarded could not be applied and may be sent again)."""
+        self._call(self.redis.delete, self.prefix + "once:" + key)
+
     # -- shared -----------------------------------------------------------------------------------
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:

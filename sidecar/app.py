@@ -25,6 +25,8 @@ from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.settings import Settings, load_settings
 from ig_gate.sidecar import coprocessor, forward_auth, opa_api, ops
 from ig_gate.sidecar.asgi_io import ASGIApp
+from ig_gate.sidecar.proxy import proxy_extension
+from ig_gate.sidecar.ssf import ssf_extension
 from ig_gate.sidecar.wiring import PolicyWiring, Sidecar, build_gate, policy_wiring
 
 CONFIG_ENV = "IG_SIDECAR_CONFIG"  # the config path for `app_from_env` (multi-worker `ig-gate serve`)
@@ -41,7 +43,7 @@ class Extension:
 
 ExtensionFactory = Callable[[Settings, Gate], Extension | None]  # None: not configured, nothing to add
 
-EXTENSIONS: tuple[ExtensionFactory, ...] = ()
+EXTENSIONS: tuple[ExtensionFactory, ...] = (proxy_extension, ssf_extension)
 
 
 def create_app(
@@ -58,10 +60,10 @@ def create_app(
     elif policy is None:
         policy = PolicyWiring(gate.policy, "given")
     sidecar = Sidecar(settings, gate, policy)
-    routes: list[BaseRoute] = [
-        *ops.routes(sidecar),
-        *coprocessor.routes(sidecar),
+    routes: list[BaseRoute] = [  # the hot endpoints first: Starlette matches routes in order
         *forward_auth.routes(sidecar),
+        *coprocessor.routes(sidecar),
+        *ops.routes(sidecar),
         *opa_api.routes(sidecar),
     ]
     for extension in extensions:

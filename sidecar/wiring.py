@@ -14,6 +14,7 @@ from ig_gate.middleware.decision import DecisionIds
 from ig_gate.middleware.gate import Gate, verify_options
 from ig_gate.middleware.responses import Responses
 from ig_gate.middleware.risk import RiskStore
+from ig_gate.middleware.risk_redis import risk_store_from_settings
 from ig_gate.middleware.settings import ConfigError, Settings
 
 
@@ -75,7 +76,8 @@ def build_gate(settings: Settings, policy: PolicyWiring, *, risk_store: RiskStor
     resolver = ClientIPResolver(
         settings.geo.trusted_proxies, trusted_hops=settings.server.coprocessor_trusted_hops
     )
-    return Gate.from_settings(settings, policy=policy.source, risk_store=risk_store, ip_resolver=resolver)
+    store = risk_store or risk_store_from_settings(settings)  # Redis when risk_store.redis_url is set
+    return Gate.from_settings(settings, policy=policy.source, risk_store=store, ip_resolver=resolver)
 
 
 @dataclass(slots=True)
