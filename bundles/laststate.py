@@ -6,6 +6,7 @@ Layout (all writes are atomic: temp file -> fsync -> rename -> fsync dir):
     last-good/<hex>.sig        its detached signature, when it had one
     last-good.json             the record: digest, version, revision, verified_at, key id, source
     rollback-floor.json        the version of the last activated bundle (kept when last-good is rejected)
+    rejected.json              OCI digests the rollout controller reverted (never fetched again)
 
 The archive is written before the record that names it, so a crash never leaves a record that points
 at a missing or half-written archive; older archives are removed only after the new record is in place.
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 RECORD = "last-good.json"
 FLOOR = "rollback-floor.json"
+REJECTED = "rejected.json"
+REJECTED_LIMIT = 256  # most recent reverted digests kept
 ARCHIVES = "last-good"
 
 
@@ -147,3 +150,20 @@ class LastGoodStore:
         """Record the version of the bundle just activated (None clears the floor)."""
         body = json.dumps({"version": version, "digest": digest}).encode() + b"\n"
         write_atomic(self.state_dir / FLOOR, body, 0o600)
+
+    def read_rejected(self) -> list[str]:
+        """Reverted OCI digests, oldest first ([] when none, or an unreadable file: logged)."""
+        path = self.state_dir / REJECTED
+        try:
+            digests = json.loads(path.read_bytes()).get("digests")
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, AttributeError) as exc:
+            log.warning("rejected-digest list %s unreadable (%s); ignoring it", path, exc)
+            return []
+        return [d for d in digests if isinstance(d, str)] if isinstance(digests, list) else []
+
+    def write_rejected(self, digests: list[str]) -> None:
+        """Persist the reverted OCI digests (the most recent REJECTED_LIMIT)."""
+        body = json.dumps({"digests": digests[-REJECTED_LIMIT:]}, indent=2).encode() + b"\n"
+        write_atomic(self.state_dir / REJECTED, body, 0o600)

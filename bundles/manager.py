@@ -27,7 +27,7 @@ from ig_gate.bundles.errors import (
     PinError,
     PolicyCompileError,
 )
-from ig_gate.bundles.laststate import LastGoodRecord, LastGoodStore
+from ig_gate.bundles.laststate import REJECTED_LIMIT, LastGoodRecord, LastGoodStore
 from ig_gate.bundles.manifest import expiry_instant
 from ig_gate.bundles.policy import PolicySnapshot
 from ig_gate.bundles.registry import RegistryClient, RegistryError, verify_artifact
@@ -133,19 +133,19 @@ class BundleStatus:
 
     def to_json(self) -> dict:
         """JSON-friendly dict (datetimes as ISO 8601 strings)."""
-        return _jsonable(self)  # type: ignore[return-value]
+        return jsonable(self)  # type: ignore[return-value]
 
 
-def _jsonable(value: object) -> object:
+def jsonable(value: object) -> object:
     """Dataclasses -> dicts, datetimes -> ISO 8601, mappings and sequences recursively."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -161,7 +161,7 @@ class _State:
     failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
     activations: int = 0
     refused: str | None = None  # OCI digest refused by verify/pin/expiry/compile/rollback: not re-downloaded
-    rejected: set[str] = field(default_factory=set)  # OCI digests reverted by the rollout controller
+    rejected: list[str] = field(default_factory=list)  # OCI digests reverted by rollout (persisted)
     expired_alerted: str | None = None
     consecutive_errors: int = 0
 
@@ -207,7 +207,7 @@ class BundleManager:
         self.on_candidate = on_candidate
         self._rng = rng or random.Random()
         self._active: PolicySnapshot | None = None
-        self._state = _State()
+        self._state = _State(rejected=self.store.read_rejected())
         self._cycle = threading.RLock()  # one poll / load / promote / reject at a time
         self._lock = threading.RLock()  # guards _state for status(); never held across I/O
         self._stop = threading.Event()
@@ -351,13 +351,29 @@ class BundleManager:
                 raise
 
     def reject(self, candidate: Candidate, reason: str) -> None:
-        """Drop a candidate; its digest is not downloaded again until the channel points elsewhere."""
+        """Drop a candidate; its digest is never downloaded again (persisted in the state dir, so a restart
+        does not retry it either). A failure to persist is recorded (kind `persist`); the rejection holds."""
+        with self._cycle:
+            with self._lock:
+                digest = candidate.oci_digest
+                if digest and digest not in self._state.rejected:
+                    self._state.rejected.append(digest)
+                    del self._state.rejected[:-REJECTED_LIMIT]
+                if self._state.candidate is candidate:
+                    self._state.candidate = None
+                rejected = list(self._state.rejected)
+            try:
+                self.store.write_rejected(rejected)
+            except OSError as exc:
+                where = self.store.state_dir
+                self._fail("persist", f"{where}: cannot persist rejected digests ({exc.strerror})")
+        self._emit("rejected", f"{candidate.source}: {reason}")
+
+    def withdraw(self, candidate: Candidate) -> None:
+        """Forget a pending candidate without rejecting it: the next poll fetches and offers it again."""
         with self._cycle, self._lock:
-            if candidate.oci_digest:
-                self._state.rejected.add(candidate.oci_digest)
             if self._state.candidate is candidate:
                 self._state.candidate = None
-        self._emit("rejected", f"{candidate.source}: {reason}")
 
     # -- internals -----------------------------------------------------------------------------
 
