@@ -31,12 +31,15 @@ from ig_gate.sidecar.wiring import Sidecar
 
 PREFIX = "/authz"
 IDENTITY_HEADER_NAMES = (b"x-auth-subject", b"x-auth-tenant", b"x-auth-risk", b"x-auth-decision-id")
-_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%\\\"")
+_ESCAPED = frozenset('%\\"')
+_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in _ESCAPED)
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 
 
 def header_value(value: str) -> bytes:
     """A header-safe value: printable ASCII kept, anything else (CR, LF, non-ASCII) percent-encoded."""
+    if value.isascii() and value.isprintable() and not _ESCAPED.intersection(value):
+        return value.encode("ascii")
     return quote(value, safe=_SAFE).encode("ascii")
 
 
