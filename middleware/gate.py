@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from ig_gate.bundles.errors import BundleError, PolicyEvalError
 from ig_gate.bundles.pin import Pin
 from ig_gate.bundles.policy import PolicySnapshot, PolicySource, StaticPolicySource
+from ig_gate.bundles.rollout import RolloutController, Ticket
 from ig_gate.bundles.signing import VerificationKey
 from ig_gate.bundles.verify import VerifyOptions
 from ig_gate.geo.anomaly import TravelAnomalyDetector
@@ -67,6 +68,7 @@ log = logging.getLogger("ig_gate.gate")
 
 _CACHED_BODY_BYTES = 4096  # request kinds of bodies up to this size are cached (4096 of them)
 _LOG_EVERY_S = 10.0
+_MAX_FLAGGED = 65_536  # subjects remembered as currently flagged for impossible travel
 
 
 class GateRequest(NamedTuple):
@@ -141,6 +143,7 @@ class Gate:
         problems: Iterable[str] = (),
         risk_store: RiskStore | None = None,
         key_sets: Mapping[str, JWKSet] | None = None,
+        rollout: RolloutController | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -170,6 +173,12 @@ class Gate:
         self._tenant_header = tenant_header.lower().encode("latin-1") if tenant_header else None
         self._snapshot: PolicySnapshot | None = None
         self._throttle = _Throttle(_LOG_EVERY_S)
+        self._flagged: dict[str, None] = {}  # subjects whose travel anomaly was already reported
+        self.rollout = rollout  # staged rollout of a candidate bundle; its events feed our metrics
+        if rollout is not None:
+            rollout.on_event = self._rollout_event
+            rollout.on_stage = metrics.rollout_stage
+            metrics.rollout_stage(rollout.stage_index)
         for key_set in self.key_sets.values():
             key_set.start()
 
@@ -182,6 +191,7 @@ class Gate:
         policy: PolicySource | None = None,
         risk_store: RiskStore | None = None,
         ip_resolver: ClientIPResolver | None = None,
+        rollout: RolloutController | None = None,
     ) -> Gate:
         """Build every collaborator from settings; `policy`, `risk_store` and `ip_resolver` replace the
         defaults (the bundle file, an in-memory store, CIDR-only trusted proxies) when given.
@@ -224,6 +234,7 @@ class Gate:
             problems=problems,
             risk_store=risk_store,
             key_sets=key_sets,
+            rollout=rollout,
         )
 
     # -- the request path ----------------------------------------------------------------------------
@@ -291,7 +302,10 @@ class Gate:
         country = trace.country = self.geo.country(client.address)
         anomaly = self.anomalies.observe(session.subject, country, self._clock())
         if anomaly:
-            self.metrics.geo_anomaly(session.tenant)
+            if session.subject not in self._flagged:
+                self._report_anomaly(session, country)
+        elif self._flagged:
+            self._flagged.pop(session.subject, None)
         snapshot = self.policy.current()
         revision = trace.revision = snapshot.revision if snapshot is not None else None
         key = trace.input = (
@@ -302,7 +316,13 @@ class Gate:
             return self._failure("no_bundle", None, trace)
         if snapshot is not self._snapshot:
             self._activate(snapshot)
-        verdict, trace.input = self._verdict(snapshot, key)
+        rollout = self.rollout
+        ticket = None if rollout is None else rollout.assign(session.tenant, session.session_key)
+        if rollout is None or ticket is None:
+            verdict, trace.input = self._verdict(snapshot, key)
+        else:
+            snapshot, verdict, trace.input = self._compare(rollout, ticket, snapshot, key)
+            revision = trace.revision = snapshot.revision
         if verdict is None:  # the engine failed; _verdict logged the cause
             return self._failure("engine_error", None, trace)
         trace.result = verdict.result
@@ -322,15 +342,70 @@ class Gate:
             self.metrics.memo(memoized is not None)
             if memoized is not None:
                 return memoized
+        return self._evaluate(snapshot, key, memo, self._log_failure)
+
+    def _evaluate(
+        self,
+        snapshot: PolicySnapshot,
+        key: InputKey,
+        memo: DecisionMemo | None,
+        report: Callable[[str, BaseException], None],
+    ) -> tuple[Verdict | None, Mapping[str, Any]]:
+        """Ask the engine (a memo miss); an engine failure is reported and gives no verdict."""
         document = policy_input(key)
         try:
             verdict = verdict_from_result(snapshot.evaluate(self._query, document))
         except (PolicyEvalError, PolicyResultError) as exc:
-            self._log_failure("engine_error", exc)
+            report("engine_error", exc)
             return None, document
         if memo is not None:
             memo.put(key, (verdict, document))
         return verdict, document
+
+    # -- staged rollout ------------------------------------------------------------------------------
+
+    def _compare(
+        self, rollout: RolloutController, ticket: Ticket, active: PolicySnapshot, key: InputKey
+    ) -> tuple[PolicySnapshot, Verdict | None, Mapping[str, Any]]:
+        """Evaluate the active bundle and the rollout candidate on the same input, report both outcomes
+        to the controller, and return (deciding snapshot, verdict, input document): the candidate decides
+        when the ticket enforces it and it did not fail, else the active bundle."""
+        candidate = ticket.snapshot
+        ours, document, our_s = self._observed(active, key, self._log_failure)
+        candidate_key = (candidate.digest, *key[1:])  # memoized beside the active bundle's entries
+        theirs, _, their_s = self._observed(candidate, candidate_key, self._log_candidate_failure)
+        our_outcome = ERROR if ours is None else ours.outcome
+        their_outcome = ERROR if theirs is None else theirs.outcome
+        rollout.observe(ticket, our_outcome, our_s, their_outcome, their_s)
+        self.metrics.decision_by_role("active", our_outcome)
+        self.metrics.decision_by_role("candidate", their_outcome)
+        if ticket.enforce and theirs is not None:
+            return candidate, theirs, document
+        return active, ours, document
+
+    def _observed(
+        self, snapshot: PolicySnapshot, key: InputKey, report: Callable[[str, BaseException], None]
+    ) -> tuple[Verdict | None, Mapping[str, Any], float | None]:
+        """_verdict for a rollout comparison, plus the engine's seconds (None when memoized)."""
+        memo = self._memo if snapshot.cacheable else None
+        if memo is not None:
+            memoized = memo.get(key)
+            self.metrics.memo(memoized is not None)
+            if memoized is not None:
+                return memoized[0], memoized[1], None
+        started = time.perf_counter()
+        verdict, document = self._evaluate(snapshot, key, memo, report)
+        return verdict, document, time.perf_counter() - started
+
+    def _log_candidate_failure(self, kind: str, exc: BaseException) -> None:
+        if self._throttle(f"candidate_{kind}", time.monotonic()) is not None:
+            log.warning("ig-gate rollout candidate %s (the active bundle decides): %s", kind, _describe(exc))
+
+    def _rollout_event(self, kind: str, detail: str) -> None:
+        """Count a rollout event; a revert also raises the rollout_reverts alert metric."""
+        self.metrics.bundle_event(kind)
+        if kind == "rollout_reverted":
+            self.metrics.rollout_revert()
 
     # -- refusals and failures -----------------------------------------------------------------------
 
@@ -351,21 +426,36 @@ class Gate:
             detail,
         )
 
+    def _report_anomaly(self, session: Session, country: str | None) -> None:
+        """One metric increment and one log line per subject newly flagged for impossible travel."""
+        if len(self._flagged) >= _MAX_FLAGGED:
+            self._flagged.clear()
+        self._flagged[session.subject] = None
+        self.metrics.geo_anomaly(session.tenant)
+        log.warning(
+            "ig-gate geo anomaly: subject %r (tenant %r, session %s) changed country to %s too fast",
+            session.subject,
+            session.tenant,
+            session.token_id,
+            country,
+        )
+
     def _failure(self, kind: str, exc: BaseException | None, trace: _Trace) -> Decision:
-        """A failure-mode decision: refused (503) when closed; passes, with what is known, when open."""
+        """A failure-mode decision: refused (503) when closed. When open it passes, but only a request whose
+        session was verified: failing open is about the policy, never about authentication."""
         self.metrics.failure(kind, self._mode)
-        if (
-            kind != "engine_error" or exc is not None
-        ):  # engine errors without exc were logged with their cause
+        # an engine error without exc was logged with its cause where it happened
+        if kind != "engine_error" or exc is not None:
             self._log_failure(kind, exc)
         decision_id = self._ids.next()
-        identity = _identity(trace, decision_id) if self._open and trace.session is not None else None
+        passes = self._open and trace.session is not None
+        identity = _identity(trace, decision_id) if passes else None
         return Decision(
             ERROR,
             (kind,),
             decision_id,
             trace.revision,
-            self._open,
+            passes,
             trace.graphql,
             identity,
             None,
@@ -437,6 +527,7 @@ class Gate:
             "failure_mode": self._mode,
             "memo_entries": len(self._memo) if self._memo is not None else None,
             "key_sets": {name: key_set.status() for name, key_set in self.key_sets.items()},
+            "rollout": self.rollout.status().to_json() if self.rollout is not None else None,
         }
 
     def close(self) -> None:

@@ -160,7 +160,7 @@ def test_unknown_country_fails_closed(world, make_client):
     assert "geo_unknown" in graphql_error(response)["message"]
 
 
-def test_impossible_travel_asks_for_step_up_and_a_fresh_step_up_satisfies_it(world, make_client):
+def test_impossible_travel_asks_for_step_up_and_a_fresh_step_up_satisfies_it(world, make_client, caplog):
     client = make_client(peer=(PROXY, 5000))
     assert post(client, world.token(sub="gina"), **{"x-forwarded-for": US_IP}).status_code == 200
 
@@ -174,6 +174,10 @@ def test_impossible_travel_asks_for_step_up_and_a_fresh_step_up_satisfies_it(wor
     stepped_up = world.token(sub="gina", acr="mfa", auth_time=int(time.time()))
     assert post(client, stepped_up, **{"x-forwarded-for": DE_IP}).status_code == 200
     assert post(client, world.token(sub="other"), **{"x-forwarded-for": DE_IP}).status_code == 200
+    # one anomaly is one event: counted and logged once however many requests it flags
+    assert metrics.registry.get_sample_value("ig_gate_geo_anomalies_total", {"tenant": "acme"}) == 1
+    (line,) = [r.getMessage() for r in caplog.records if "geo anomaly" in r.getMessage()]
+    assert "'gina'" in line and "DE" in line
 
 
 def test_unknown_tenant_is_denied(world, make_client):

@@ -203,6 +203,8 @@ def test_failure_mode_open_passes_and_counts(world, make_client, tmp_path):
     assert response.json()["identity"]["subject"] == "alice"
     assert sample(client, "ig_gate_failure_mode_total", kind="no_bundle", mode="open") == 1
     assert client.post("/graphql", content=query()).status_code == 401  # open never skips authentication
+    malformed = client.post("/graphql", content=b"{bad", headers=bearer(world.token()))
+    assert malformed.status_code == 400
 
 
 def test_a_policy_query_that_yields_no_decision_fails_closed(world, make_client):
