@@ -51,9 +51,14 @@ def header_map(raw: RawHeaders | Mapping[str, str] | Mapping[bytes, bytes]) -> H
     if kind is HeaderMap:
         return raw
     if isinstance(raw, Mapping):
-        return HeaderMap(
-            (str(k).lower().encode("latin-1", "replace"), str(v).encode("utf-8", "replace"))
-            for k, v in raw.items()
+        pairs = getattr(raw, "raw", None)  # starlette's Headers keeps the raw pairs, repeats included
+        if isinstance(pairs, list):
+            return header_map(pairs)
+        return header_map(
+            [
+                (str(k).lower().encode("latin-1", "replace"), str(v).encode("utf-8", "replace"))
+                for k, v in raw.items()
+            ]
         )
     return header_map(list(raw))
 
@@ -99,7 +104,7 @@ class TokenReader:
         cookie = headers.get(COOKIE)
         if self._cookie is not None and cookie is not None:
             value = _cookie_value(cookie, self._cookie)
-            if value is not None:
+            if value:  # an empty cookie (as a logout leaves it) is no token
                 return _checked_token(value, "token cookie")
         return None
 

@@ -7,6 +7,7 @@ import json
 from urllib.parse import urlencode
 
 import pytest
+from starlette.datastructures import Headers
 
 from ig_gate.bundles.policy import PolicySnapshot, StaticPolicySource
 from ig_gate.geo.anomaly import TravelAnomalyDetector
@@ -99,6 +100,9 @@ def test_header_map_merges_repeated_forwarding_headers_and_flags_repeated_author
     assert headers[b"cookie"] == b"a=1; b=2"
     assert headers[b"content-type"] == b"application/json"  # the first one, as Starlette reads it
     assert header_map({"Authorization": "Bearer abc"})[b"authorization"] == b"Bearer abc"
+    starlette_headers = Headers(raw=[(b"authorization", b"Bearer a"), (b"authorization", b"Bearer b")])
+    with pytest.raises(MalformedRequest):
+        TokenReader(None).token(header_map(starlette_headers))
 
     repeated = header_map([(b"authorization", b"Bearer a"), (b"authorization", b"Bearer b")])
     with pytest.raises(MalformedRequest, match="more than one Authorization"):
