@@ -3,8 +3,8 @@
 HTTP requests that carry a JSON or application/graphql body are buffered (bounded, 413 beyond the
 limit) so that the GraphQL operation type can be sniffed, then replayed to the app unchanged. Other
 bodies stream through untouched. WebSocket connections are decided at connect and refused with a close
-code (4401/4403/4503) before accept. Lifespan passes through; the gate is closed (decision log flushed)
-when the app reports shutdown complete.
+code (4401/4403/4503) right after accept, before the app sees them. Lifespan passes through; the gate is
+closed (decision log flushed) when the app reports shutdown complete.
 """
 
 from __future__ import annotations
@@ -108,8 +108,13 @@ class ZeroTrustMiddleware:
             _set_identity(scope, decision)
             await self.app(scope, receive, send)
             return
-        message = await receive()  # websocket.connect comes first; refuse before accept
+        message = await receive()  # websocket.connect comes first
         if message["type"] == "websocket.connect":
+            # A close before accept becomes an HTTP 403 on the handshake, which browsers report as 1006:
+            # accept (echoing the client's first subprotocol, as graphql-ws servers do), then close with
+            # 4401/4403/4503 so that clients see why. The app never sees the connection.
+            offered = scope.get("subprotocols") or ()
+            await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
             reason = ", ".join(decision.reasons)[:120]
             code = self.responses.close_code(decision)
             await send({"type": "websocket.close", "code": code, "reason": reason})

@@ -82,7 +82,7 @@ class Responses:
         return _KINDS[decision.outcome].status
 
     def close_code(self, decision: Decision) -> int:
-        """WebSocket close code (sent before accept) for a refused decision."""
+        """WebSocket close code for a refused decision (sent right after accept)."""
         return _KINDS[decision.outcome].close_code
 
     def http(self, decision: Decision) -> tuple[int, Headers, bytes]:

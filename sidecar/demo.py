@@ -39,6 +39,7 @@ identity:
   issuer: {issuer}
   audience: {audience}
   jwks: keys/idp-jwks.json
+  cookie: ig_session             # browsers send the token in this cookie on WebSocket connects
 device:
   attestation_jwks: keys/mdm-jwks.json
 geo:
@@ -49,7 +50,7 @@ decision_log:
 metrics:
   tenants: [acme, globex]
 failure_mode: closed
-exclude_paths: [/healthz, /metrics]
+exclude_paths: [/healthz, /metrics, /ui]
 """
 
 
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     examples = curl_examples(idp, base)
     write_curl_script(args.workdir / "curl.sh", examples)
     print(f"\nig-gate demo: signed bundle {args.workdir}/dist/policy.tgz, config {args.workdir}/ig-gate.yaml")
-    print(f"Protected demo GraphQL service on {base}/graphql; all examples: sh {args.workdir}/curl.sh\n")
+    print(f"Protected demo GraphQL service on {base}/graphql; all examples: sh {args.workdir}/curl.sh")
+    print(f"In a browser: {base}/ui (paste a token from curl.sh)\n")
     for what, example in examples[:4]:
         print(f"# {what}\n{shlex.join(example)}\n")
     sys.stdout.flush()
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app()
     protected = ZeroTrustMiddleware(app, config=args.workdir / "ig-gate.yaml")
     app.add_route("/metrics", metrics_endpoint(protected.gate.metrics))
-    uvicorn.run(protected, host=args.host, port=args.port, log_level="warning")
+    # proxy_headers off: ig-gate alone decides which forwarded headers to trust (geo.trusted_proxies)
+    uvicorn.run(protected, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0
 
 
