@@ -37,13 +37,12 @@ if __package__ in (None, ""):  # run as `python bench/overhead.py`: import sibli
 from bench import targets
 from bench.machine import describe
 from bench.report import FIXED_RATE, SATURATION, fixed_rate_table, plot, saturation_table
+from bench.serving import REPO, serve_target
 from bench.summary import BASELINE, ConfigSummary, summarize, unexpected_statuses
 from bench.traffic import Mix, client_pool, expected_statuses, wire_pool, write_lua_pool
 from bench.wrkrun import WrkResult, pin_prefix, run_wrk
 from ig_gate.sidecar.demo import prepare
-from tests.support.procs import free_port, running
 
-REPO = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0
 LOAD_CPU = 1
 
@@ -118,21 +117,12 @@ def serve(configs: Sequence[Config], workdir: Path) -> Iterator[dict[str, str]]:
     urls = {}
     with contextlib.ExitStack() as stack:
         for config in configs:
-            port = free_port()
-            argv = [
-                *pin_prefix(SERVER_CPU),
-                sys.executable, "-m", "uvicorn", "--factory", f"bench.targets:{config.factory}",
-                "--app-dir", str(REPO), "--host", "127.0.0.1", "--port", str(port),
-                "--loop", "uvloop", "--http", "httptools", "--workers", "1",
-                "--no-access-log", "--log-level", "warning",
-            ]  # fmt: skip
             env = {
                 targets.CONFIG_ENV: str(workdir / "demo" / "ig-gate.yaml"),
                 "IG_GATE_DECISION_LOG__PATH": str(workdir / f"decisions-{config.name}.jsonl"),
             }
             log = workdir / f"server-{config.name}.log"
-            stack.enter_context(running(argv, port=port, log=log, env=env, cwd=REPO, timeout_s=60))
-            urls[config.name] = f"http://127.0.0.1:{port}"
+            urls[config.name] = stack.enter_context(serve_target(config.factory, env, log, SERVER_CPU))
         yield urls
 
 
@@ -216,7 +206,7 @@ def write_results(
 ) -> dict[str, Path]:
     """bench/results/<timestamp>.{json,md,png}."""
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%MZ")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     settings = {
         "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
         "connections": args.connections, "wrk_threads": args.threads, "load": args.load,

@@ -72,7 +72,8 @@ def _spread(count: int, total: int) -> set[int]:
 def client_pool(idp: DevIdP, mix: Mix, size: int = POOL_SIZE) -> list[ClientRequest]:
     """The deterministic request cycle for `mix`."""
     stepups = _spread(round(mix.stepup * size), size)
-    denies = _spread(round(mix.deny * size), size) - stepups
+    rest = [i for i in range(size) if i not in stepups]
+    denies = {rest[j] for j in _spread(round(mix.deny * size), len(rest))}
     managed = [idp.attestation("managed", device_id=f"bench-device-{i}") for i in range(USERS)]
     low = [idp.session_token(f"bench-user-{i}", risk="low") for i in range(USERS)]
     medium = idp.session_token("bench-medium", risk="medium")
