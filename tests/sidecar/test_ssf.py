@@ -343,7 +343,13 @@ def test_without_transmitter_jwks_there_is_no_ssf_route(world, tmp_path):
 @pytest.mark.integration
 def test_with_redis_an_event_received_by_one_sidecar_is_enforced_by_another(world, transmitter, tmp_path):
     with redis_server(tmp_path / "redis") as redis_url:
-        settings = ssf_settings(world, transmitter, tmp_path, risk_store={"redis_url": redis_url})
+        settings = ssf_settings(
+            world,
+            transmitter,
+            tmp_path,
+            risk_store={"redis_url": redis_url},
+            geo={"trusted_proxies": ["127.0.0.1/32"]},  # the test client names its US address in XFF
+        )
         with (
             serve_sidecar(settings, tmp_path, name="a") as a,
             serve_sidecar(settings, tmp_path, name="b") as b,
