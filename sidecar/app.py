@@ -27,7 +27,7 @@ from ig_gate.sidecar import coprocessor, forward_auth, opa_api, ops
 from ig_gate.sidecar.asgi_io import ASGIApp
 from ig_gate.sidecar.proxy import proxy_extension
 from ig_gate.sidecar.ssf import ssf_extension
-from ig_gate.sidecar.wiring import PolicyWiring, Sidecar, build_gate, policy_wiring
+from ig_gate.sidecar.wiring import PolicyWiring, Sidecar, wire
 
 CONFIG_ENV = "IG_SIDECAR_CONFIG"  # the config path for `app_from_env` (multi-worker `ig-gate serve`)
 
@@ -53,10 +53,10 @@ def create_app(
     policy: PolicyWiring | None = None,
     extensions: Sequence[Extension] = (),
 ) -> Starlette:
-    """The sidecar app for `settings`; builds the gate (and its policy source) unless given."""
+    """The sidecar app for `settings`; builds the gate and its policy source unless a gate is given
+    (`policy` then describes that gate's source for the ops endpoints)."""
     if gate is None:
-        policy = policy or policy_wiring(settings)
-        gate = build_gate(settings, policy)
+        gate, policy = wire(settings)
     elif policy is None:
         policy = PolicyWiring(gate.policy, "given")
     sidecar = Sidecar(settings, gate, policy)
@@ -94,8 +94,7 @@ def create_app(
 
 def build_app(settings: Settings, factories: Sequence[ExtensionFactory] = EXTENSIONS) -> Starlette:
     """The full sidecar for `settings`: gate, policy source and every configured extension."""
-    policy = policy_wiring(settings)
-    gate = build_gate(settings, policy)
+    gate, policy = wire(settings)
     extensions = [e for factory in factories if (e := factory(settings, gate)) is not None]
     return create_app(settings, gate, policy=policy, extensions=extensions)
 

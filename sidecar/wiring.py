@@ -12,6 +12,7 @@ from ig_gate.bundles.policy import PolicySource
 from ig_gate.geo.client_ip import ClientIPResolver
 from ig_gate.middleware.decision import DecisionIds
 from ig_gate.middleware.gate import Gate, verify_options
+from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.responses import Responses
 from ig_gate.middleware.risk import RiskStore
 from ig_gate.middleware.risk_redis import risk_store_from_settings
@@ -35,8 +36,9 @@ class PolicyWiring:
     ready: Callable[[], str | None] = lambda: None
 
 
-def policy_wiring(settings: Settings) -> PolicyWiring:
-    """The policy source the settings ask for: a remote PDP, a registry channel, or the bundle file."""
+def policy_wiring(settings: Settings, metrics: GateMetrics | None = None) -> PolicyWiring:
+    """The policy source the settings ask for: a remote PDP, a registry channel, or the bundle file.
+    Bundle-manager events are counted in `metrics` when given."""
     bundle = settings.bundle
     if bundle.remote_opa_url:
         from ig_gate.sidecar.remote_pdp import RemotePolicySource
@@ -44,11 +46,11 @@ def policy_wiring(settings: Settings) -> PolicyWiring:
         remote = RemotePolicySource(bundle.remote_opa_url)
         return PolicyWiring(remote, "remote", close=remote.close, status=remote.status, ready=remote.ready)
     if bundle.registry:
-        return _registry_wiring(settings)
+        return _registry_wiring(settings, metrics)
     return PolicyWiring(None, "file")
 
 
-def _registry_wiring(settings: Settings) -> PolicyWiring:
+def _registry_wiring(settings: Settings, metrics: GateMetrics | None) -> PolicyWiring:
     from ig_gate.bundles.manager import BundleManager
     from ig_gate.bundles.registry import RegistryClient
 
@@ -66,18 +68,34 @@ def _registry_wiring(settings: Settings) -> PolicyWiring:
         verify_options(settings),
         Path(bundle.state_dir),
         poll_interval_s=bundle.poll_interval_s,
+        on_event=None if metrics is None else lambda kind, detail: metrics.bundle_event(kind),
     )
     status = lambda: manager.status().to_json()  # noqa: E731
     return PolicyWiring(manager, "registry", start=manager.start, close=manager.close, status=status)
 
 
-def build_gate(settings: Settings, policy: PolicyWiring, *, risk_store: RiskStore | None = None) -> Gate:
+def build_gate(
+    settings: Settings,
+    policy: PolicyWiring,
+    *,
+    risk_store: RiskStore | None = None,
+    metrics: GateMetrics | None = None,
+) -> Gate:
     """The Gate for the sidecar; raises ConfigError (and the geo/JWKS config errors) on bad settings."""
     resolver = ClientIPResolver(
         settings.geo.trusted_proxies, trusted_hops=settings.server.coprocessor_trusted_hops
     )
     store = risk_store or risk_store_from_settings(settings)  # Redis when risk_store.redis_url is set
-    return Gate.from_settings(settings, policy=policy.source, risk_store=store, ip_resolver=resolver)
+    return Gate.from_settings(
+        settings, metrics=metrics, policy=policy.source, risk_store=store, ip_resolver=resolver
+    )
+
+
+def wire(settings: Settings) -> tuple[Gate, PolicyWiring]:
+    """The sidecar's gate and its policy source, sharing one metrics registry."""
+    metrics = GateMetrics(tenants=settings.metrics.tenants)
+    policy = policy_wiring(settings, metrics)
+    return build_gate(settings, policy, metrics=metrics), policy
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ import pytest
 from ig_gate.middleware.settings import ConfigError
 from ig_gate.sidecar.wiring import policy_wiring
 from tests.middleware.conftest import US_IP, World
-from tests.support.procs import free_port
+from tests.support.procs import free_port, wait_until
 
 
 def test_healthz_is_alive_and_readyz_names_the_active_revision(make_sidecar: Any) -> None:
@@ -74,6 +74,8 @@ def test_registry_source_is_started_by_the_lifespan_and_reported(
         "state_dir": str(tmp_path / "state"), "poll_interval_s": 60,
     })
     assert client.get("/readyz").status_code == 503  # nothing pulled, no last-good bundle
+    fetch_failures = 'ig_gate_bundle_events_total{kind="fetch"}'
+    wait_until(lambda: fetch_failures in client.get("/metrics").text, 10, "a counted fetch failure")
     bundle = client.get("/v1/status").json()["bundle"]
     assert (bundle["source"], bundle["repository"], bundle["channel"]) == ("registry", "ig/policy", "prod")
 

@@ -15,6 +15,7 @@ from tests.middleware.conftest import US_IP, World
 from tests.support.sidecar import IG_GATE, serve_sidecar
 
 pytestmark = pytest.mark.integration
+LOOPBACK_IS_A_PROXY = {"trusted_proxies": ["127.0.0.1/32"]}  # the test client stands in for a proxy
 
 
 def authz(url: str, world: World, sub: str) -> httpx.Response:
@@ -48,7 +49,9 @@ def test_config_errors_at_start_are_one_line_with_the_key_path_and_exit_2(
 
 def test_sigterm_drains_and_flushes_the_decision_log(world: World, tmp_path: Path) -> None:
     log = tmp_path / "decisions.jsonl"
-    settings = world.settings(decision_log={"path": str(log)}, server={"graceful_timeout_s": 5})
+    settings = world.settings(
+        decision_log={"path": str(log)}, server={"graceful_timeout_s": 5}, geo=LOOPBACK_IS_A_PROXY
+    )
     with serve_sidecar(settings, tmp_path) as served:
         for i in range(5):
             assert authz(served.url, world, f"serve-{i}").status_code == 200
@@ -65,7 +68,8 @@ def test_two_workers_aggregate_metrics_in_multiprocess_mode(world: World, tmp_pa
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    with serve_sidecar(world.settings(), tmp_path, "--workers", "2", env=env) as served:
+    settings = world.settings(geo=LOOPBACK_IS_A_PROXY)
+    with serve_sidecar(settings, tmp_path, "--workers", "2", env=env) as served:
         requests = 40
         for i in range(requests):
             assert authz(served.url, world, f"mw-{i}").status_code == 200
