@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,30 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.middleware.conftest import FR_IP, US_IP, World
+from tests.middleware.conftest import FR_IP, REPO, US_IP, World
+from tests.support.echo_upstream import argv as echo_upstream
 from tests.support.procs import free_port, running
 from tests.support.sidecar import serve_sidecar
 
 pytestmark = pytest.mark.integration
-
-ECHO_UPSTREAM = '''
-import json, sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-class Echo(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    do_POST = do_GET
-    def log_message(self, *args):
-        pass
-
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
-'''
 
 
 def nginx_conf(tmp: Path, port: int, sidecar_port: int, upstream_port: int) -> str:
@@ -90,11 +71,9 @@ def nginx(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     # nginx on 127.0.0.1 is the trusted proxy that writes X-Forwarded-For
     settings = world.settings(geo={"trusted_proxies": ["127.0.0.1/32"]})
     upstream_port, port = free_port(), free_port()
-    (tmp / "echo.py").write_text(ECHO_UPSTREAM)
     with (
         serve_sidecar(settings, tmp) as sidecar,
-        running([sys.executable, str(tmp / "echo.py"), str(upstream_port)], port=upstream_port,
-                log=tmp / "echo.log"),
+        running(echo_upstream(upstream_port), port=upstream_port, log=tmp / "echo.log", cwd=REPO),
     ):
         conf = tmp / "nginx.conf"
         conf.write_text(nginx_conf(tmp, port, sidecar.port, upstream_port))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import signal
 import subprocess
@@ -11,7 +12,9 @@ import httpx
 import pytest
 
 from ig_gate.sidecar.cli import main
-from tests.middleware.conftest import US_IP, World
+from tests.middleware.conftest import REPO, US_IP, World
+from tests.support.echo_upstream import argv as echo_upstream
+from tests.support.procs import free_port, running, wait_until
 from tests.support.sidecar import IG_GATE, serve_sidecar
 
 pytestmark = pytest.mark.integration
@@ -62,6 +65,34 @@ def test_sigterm_drains_and_flushes_the_decision_log(world: World, tmp_path: Pat
     assert len(lines) == 5 and all(json.loads(line)["outcome"] == "allow" for line in lines)
     verified = subprocess.run([str(IG_GATE), "decisions", "verify", str(log)], capture_output=True, text=True)
     assert verified.returncode == 0, verified.stderr
+
+
+def test_sigterm_lets_an_in_flight_proxied_request_finish(world: World, tmp_path: Path) -> None:
+    upstream_port = free_port()
+    echo = running(echo_upstream(upstream_port), port=upstream_port, log=tmp_path / "echo.log", cwd=REPO)
+    settings = world.settings(geo=LOOPBACK_IS_A_PROXY, server={"graceful_timeout_s": 10})
+    with echo, serve_sidecar(settings, tmp_path, "--upstream", f"http://127.0.0.1:{upstream_port}") as served:
+        headers = {
+            "authorization": f"Bearer {world.token(sub='drain')}",
+            "x-device-attestation": world.attestation("managed"),
+            "x-forwarded-for": US_IP,
+        }
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(
+                httpx.get, f"{served.url}/items", params={"delay_ms": 1500}, headers=headers, timeout=20
+            )
+            wait_until(lambda: _connections_to(upstream_port) > 0, 10, "the proxied request upstream")
+            served.process.send_signal(signal.SIGTERM)
+            response = slow.result(20)
+        assert response.status_code == 200 and response.json()["x-auth-subject"] == "drain"
+        assert served.process.wait(15) in (0, -signal.SIGTERM)
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:port (from /proc/net/tcp)."""
+    target = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[2] == target and line.split()[3] == "01")
 
 
 def test_two_workers_aggregate_metrics_in_multiprocess_mode(world: World, tmp_path: Path) -> None:
