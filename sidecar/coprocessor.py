@@ -10,6 +10,9 @@ Stages handled (others pass through with `control: "continue"`):
   `context.entries["apollo::authorization::required_policies"]` (Apollo's `@policy` directive) is set to
   whether `data.ig.policies[name]` is exactly true for the request's policy input.
 
+Each configured stage is decided (and counted, and logged) on its own: with both stages on, a client
+request is decided twice, the second time from the gate's memo.
+
 The payload has no peer address: the client IP comes from its `x-forwarded-for` / `forwarded` headers
 with `server.coprocessor_trusted_hops` rightmost entries written by our own infrastructure (no header:
 geo unknown). `id`, `version`, `stage` (and `subgraphRequestId`) are echoed unchanged.

@@ -29,7 +29,7 @@ class PolicyWiring:
     """
 
     source: PolicySource | None  # None: Gate.from_settings loads bundle.path itself
-    kind: str  # file | registry | remote
+    kind: str  # file | registry | remote | given (create_app got a ready-made gate)
     start: Callable[[], None] = lambda: None
     close: Callable[[], None] = lambda: None
     status: Callable[[], dict[str, Any]] = dict
