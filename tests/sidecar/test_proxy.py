@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -46,7 +47,11 @@ def upstream_app(record: Upstream) -> Starlette:
     """An upstream that echoes what it received, streams, stalls, and relays a GraphQL WebSocket."""
 
     async def echo(request: Request) -> Response:
-        body = await request.body()
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            record.seen.append({"aborted": request.scope["raw_path"].decode()})
+            raise
         seen = {
             "method": request.method,
             "target": request.scope["raw_path"].decode() + "?" + request.scope["query_string"].decode(),
@@ -234,6 +239,21 @@ def test_large_bodies_stream_both_ways(world, sidecar):
     with httpx.stream("GET", f"{sidecar}/stream", headers=auth(world)) as streamed:
         parts = list(streamed.iter_raw())
     assert b"".join(parts) == CHUNK * 32
+
+
+def test_a_client_that_goes_away_mid_upload_aborts_the_upstream_request(world, sidecar, upstream):
+    host, port = sidecar.removeprefix("http://").split(":")
+    head = (
+        f"PUT /abandoned HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {world.token()}\r\n"
+        f"X-Device-Attestation: {world.attestation('managed')}\r\nX-Forwarded-For: {US_IP}\r\n"
+        "Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(head.encode() + CHUNK)  # then hang up with most of the body unsent
+    wait_until(
+        lambda: {"aborted": "/base/abandoned"} in upstream.seen, 5, "the upstream request to be aborted"
+    )
+    assert httpx.get(f"{sidecar}/echo", headers=auth(world)).status_code == 200  # the proxy is fine
 
 
 def test_refused_requests_never_reach_the_upstream(world, sidecar, upstream):
