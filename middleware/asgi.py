@@ -14,7 +14,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from ig_gate.middleware.extract import CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, header_map
+from ig_gate.middleware.extract import (
+    AUTHORIZATION,
+    CONTENT_LENGTH,
+    CONTENT_TYPE,
+    COOKIE,
+    HeaderMap,
+    header_map,
+)
 from ig_gate.middleware.gate import Gate, GateRequest
 from ig_gate.middleware.graphql import is_graphql_body
 from ig_gate.middleware.responses import Responses
@@ -73,7 +80,9 @@ class ZeroTrustMiddleware:
         client = scope.get("client")
         headers = header_map(scope["headers"])
         body = None
-        if method not in _BODYLESS and _buffered(headers.get(CONTENT_TYPE)):
+        # a request without any credentials is refused without reading its body
+        credentials = AUTHORIZATION in headers or COOKIE in headers
+        if credentials and method not in _BODYLESS and _buffered(headers.get(CONTENT_TYPE)):
             try:
                 body = await self._read_body(headers, receive)
             except _BodyTooLarge:

@@ -257,14 +257,14 @@ class Gate:
             if type(exc).__name__ != "PanicException":
                 raise
             decision = self._failure("engine_error", exc, trace)
-        self._record(decision, trace, time.perf_counter() - started)
+        self._record(decision, trace, time.perf_counter() - started, request)
         return decision
 
     def refuse_too_large(self, request: GateRequest, limit: int) -> Decision:
         """The (recorded) decision for a request whose body exceeds `limit` bytes."""
         trace = _Trace(request.path.endswith("graphql"), profile="ingest")
         decision = self._refusal(TOO_LARGE, "body_too_large", f"request body exceeds {limit} bytes", trace)
-        self._record(decision, trace, 0.0)
+        self._record(decision, trace, 0.0, request)
         return decision
 
     def _decide(self, request: GateRequest, trace: _Trace) -> Decision:
@@ -475,7 +475,7 @@ class Gate:
 
     # -- record --------------------------------------------------------------------------------------
 
-    def _record(self, decision: Decision, trace: _Trace, seconds: float) -> None:
+    def _record(self, decision: Decision, trace: _Trace, seconds: float, request: GateRequest) -> None:
         session = trace.session
         reasons = decision.reasons
         self.metrics.observe_decision(
@@ -490,6 +490,8 @@ class Gate:
         document = trace.input
         if isinstance(document, tuple):
             document = policy_input(document)
+        elif document is None:  # refused before the policy input existed: log what was asked
+            document = {"request": {"method": request.method, "path": request.path}}
         self.decision_log.append(
             {
                 "decision_id": decision.decision_id,

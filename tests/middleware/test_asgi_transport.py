@@ -311,7 +311,7 @@ def test_decisions_are_counted_by_outcome_reason_tenant_and_profile(world, make_
             outcome="unauthenticated",
             reason="token_missing",
             tenant="none",
-            profile="read",
+            profile="write",  # refused unread: without the body, a POST counts as a write
         )
         == 1
     )
@@ -320,3 +320,31 @@ def test_decisions_are_counted_by_outcome_reason_tenant_and_profile(world, make_
     revision = client.middleware.gate.status()["policy"]["revision"]
     digest = client.middleware.gate.status()["policy"]["digest"]
     assert info("ig_gate_bundle_info", {"revision": revision, "digest": digest, "version": "1.0.0"}) == 1
+
+
+def test_a_request_without_credentials_is_refused_without_reading_its_body(make_client):
+    received = []
+
+    async def receive():
+        received.append(1)
+        return {"type": "http.request", "body": query().encode(), "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    sent: list[dict] = []
+    headers = [(b"content-type", b"application/json")]
+    scope = {"type": "http", "method": "POST", "path": "/graphql", "query_string": b"", "headers": headers}
+    asyncio.run(make_client().middleware(scope, receive, send))
+
+    assert sent[0]["status"] == 401 and received == []
+
+
+def test_refusals_before_the_policy_log_the_request_asked_for(world, make_client, tmp_path):
+    client = make_client()
+    client.post("/api/items", content=b"x", headers={"content-type": "text/plain"})
+    client.middleware.gate.close()
+
+    (entry,) = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    assert entry["input"] == {"request": {"method": "POST", "path": "/api/items"}}
+    assert entry["outcome"] == "unauthenticated" and entry["result"] == {"reasons": ["token_missing"]}
