@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ig_gate.bundles.policy import PolicySource
+from ig_gate.bundles.rollout import RolloutController
 from ig_gate.geo.client_ip import ClientIPResolver
 from ig_gate.middleware.decision import DecisionIds
 from ig_gate.middleware.gate import Gate, verify_options
@@ -34,6 +35,7 @@ class PolicyWiring:
     close: Callable[[], None] = lambda: None
     status: Callable[[], dict[str, Any]] = dict
     ready: Callable[[], str | None] = lambda: None
+    rollout: RolloutController | None = None  # staged rollout of new registry bundles (the gate drives it)
 
 
 def policy_wiring(settings: Settings, metrics: GateMetrics | None = None) -> PolicyWiring:
@@ -70,8 +72,23 @@ def _registry_wiring(settings: Settings, metrics: GateMetrics | None) -> PolicyW
         poll_interval_s=bundle.poll_interval_s,
         on_event=None if metrics is None else lambda kind, detail: metrics.bundle_event(kind),
     )
-    status = lambda: manager.status().to_json()  # noqa: E731
-    return PolicyWiring(manager, "registry", start=manager.start, close=manager.close, status=status)
+    if not settings.rollout.enabled:
+        status = lambda: manager.status().to_json()  # noqa: E731
+        return PolicyWiring(manager, "registry", start=manager.start, close=manager.close, status=status)
+    try:
+        rollout = RolloutController(manager, settings.rollout)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    manager.on_candidate = rollout.offer
+
+    def close() -> None:
+        manager.close()
+        rollout.close()
+
+    def status() -> dict[str, Any]:
+        return {**manager.status().to_json(), "rollout": rollout.status().to_json()}
+
+    return PolicyWiring(manager, "registry", start=manager.start, close=close, status=status, rollout=rollout)
 
 
 def build_gate(
@@ -87,7 +104,12 @@ def build_gate(
     )
     store = risk_store or risk_store_from_settings(settings)  # Redis when risk_store.redis_url is set
     return Gate.from_settings(
-        settings, metrics=metrics, policy=policy.source, risk_store=store, ip_resolver=resolver
+        settings,
+        metrics=metrics,
+        policy=policy.source,
+        risk_store=store,
+        ip_resolver=resolver,
+        rollout=policy.rollout,
     )
 
 
