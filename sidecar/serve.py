@@ -68,6 +68,10 @@ def serve_command(args: argparse.Namespace) -> int:
         "access_log": False,
         "timeout_graceful_shutdown": max(1, round(server.graceful_timeout_s)),
         "lifespan": "on",
+        # ig-gate alone decides which forwarded headers to trust (geo.trusted_proxies); uvicorn's own
+        # rewriting would replace the peer address before the gate sees it
+        "proxy_headers": False,
+        "server_header": False,
     }
     if server.workers == 1:
         uvicorn.run(app, **options)
