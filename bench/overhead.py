@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -37,7 +39,7 @@ if __package__ in (None, ""):  # run as `python bench/overhead.py`: import sibli
 from bench import targets
 from bench.machine import describe
 from bench.report import FIXED_RATE, SATURATION, fixed_rate_table, plot, saturation_table
-from bench.serving import REPO, serve_target
+from bench.serving import REPO, Target, serve_target
 from bench.summary import BASELINE, ConfigSummary, summarize, unexpected_statuses
 from bench.traffic import Mix, client_pool, expected_statuses, wire_pool, write_lua_pool
 from bench.wrkrun import WrkResult, pin_prefix, run_wrk
@@ -112,9 +114,9 @@ def available(configs: Sequence[Config]) -> list[Config]:
 
 
 @contextlib.contextmanager
-def serve(configs: Sequence[Config], workdir: Path) -> Iterator[dict[str, str]]:
-    """Start one uvicorn process per config (pinned to SERVER_CPU); yield name -> base URL."""
-    urls = {}
+def serve(configs: Sequence[Config], workdir: Path) -> Iterator[dict[str, Target]]:
+    """Start one uvicorn process per config (pinned to SERVER_CPU); yield name -> served target."""
+    served = {}
     with contextlib.ExitStack() as stack:
         for config in configs:
             env = {
@@ -122,31 +124,35 @@ def serve(configs: Sequence[Config], workdir: Path) -> Iterator[dict[str, str]]:
                 "IG_GATE_DECISION_LOG__PATH": str(workdir / f"decisions-{config.name}.jsonl"),
             }
             log = workdir / f"server-{config.name}.log"
-            urls[config.name] = stack.enter_context(serve_target(config.factory, env, log, SERVER_CPU))
-        yield urls
+            served[config.name] = stack.enter_context(serve_target(config.factory, env, log, SERVER_CPU))
+        yield served
 
 
 def measure(
     configs: Sequence[Config],
-    urls: dict[str, str],
+    served: dict[str, Target],
     pools: dict[str, Path],
     args: argparse.Namespace,
     rate: float | None,
 ) -> dict[str, list[WrkResult]]:
-    """`args.rounds` interleaved rounds over `configs`; one wrk run per config per round."""
+    """`args.rounds` interleaved rounds over `configs`; one wrk run per config per round, with the CPU
+    time the server process spent during it."""
     results: dict[str, list[WrkResult]] = {c.name: [] for c in configs}
     mode = f"fixed {rate:.0f} req/s" if rate else "saturation"
     for round_no in range(1, args.rounds + 1):
         for config in configs:
+            target = served[config.name]
+            cpu_before = target.cpu_seconds()
             result = run_wrk(
-                urls[config.name], pools[config.shape], duration_s=args.duration,
+                target.url, pools[config.shape], duration_s=args.duration,
                 connections=args.connections, threads=args.threads, rate=rate, cpu=LOAD_CPU,
             )  # fmt: skip
+            result = dataclasses.replace(result, server_cpu_s=target.cpu_seconds() - cpu_before)
             results[config.name].append(result)
             print(
                 f"  {mode} round {round_no}/{args.rounds} {config.name:13s} {result.rps:9.0f} req/s  "
                 f"p50 {result.latency_ms('p50'):6.2f}  p95 {result.latency_ms('p95'):6.2f}  "
-                f"p99 {result.latency_ms('p99'):6.2f} ms",
+                f"p99 {result.latency_ms('p99'):6.2f} ms  CPU {result.cpu_us_per_request:5.0f} µs/req",
                 file=sys.stderr,
             )
     return results
@@ -168,17 +174,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         wires = {shape: wire_pool(client, shape) for shape in {c.shape for c in configs}}
         pools = {shape: write_lua_pool(w, workdir / f"pool-{shape}.lua") for shape, w in wires.items()}
         expected = {c.name: set(expected_statuses(wires[c.shape])) for c in configs}
-        with serve(configs, workdir) as urls:
+        with serve(configs, workdir) as served:
             print(f"bench: warm-up {args.warmup:g} s per config", file=sys.stderr)
             for config in configs:
-                run_wrk(urls[config.name], pools[config.shape], duration_s=args.warmup,
+                run_wrk(served[config.name].url, pools[config.shape], duration_s=args.warmup,
                         connections=args.connections, threads=args.threads, cpu=LOAD_CPU)  # fmt: skip
-            modes = {SATURATION: summarize(measure(configs, urls, pools, args, None))}
+            modes = {SATURATION: summarize(measure(configs, served, pools, args, None))}
             rate = None
             base = next((s for s in modes[SATURATION] if s.name == BASELINE), None)
             if args.load > 0 and base is not None:
                 rate = args.load * base.rps.median
-                modes[FIXED_RATE] = summarize(measure(configs, urls, pools, args, rate))
+                modes[FIXED_RATE] = summarize(measure(configs, served, pools, args, rate))
             elif args.load > 0:
                 print("bench: fixed-rate mode skipped (needs the bare config)", file=sys.stderr)
     problems = {
@@ -222,6 +228,7 @@ def write_results(
         "timestamp": stamp,
         "elapsed_s": round(elapsed_s, 1),
         "machine": machine,
+        "loadavg_end": list(os.getloadavg()),  # other processes on the machine skew every figure but CPU/req
         "settings": settings,
         "modes": {mode: {s.name: s.to_json() for s in summaries} for mode, summaries in modes.items()},
         "unexpected_statuses": {k: {str(s): n for s, n in v.items()} for k, v in problems.items()},

@@ -10,6 +10,7 @@ from bench.summary import PERCENTILES, ConfigSummary, Spread
 
 SATURATION = "saturation"
 FIXED_RATE = "fixed_rate"
+CPU_HEAD = ("server CPU µs/req", "added CPU µs/req")
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -25,7 +26,7 @@ def _cell(spread: Spread | None, digits: int = 2, signed: bool = False) -> str:
 def saturation_table(summaries: Sequence[ConfigSummary]) -> str:
     """Closed-loop saturation: req/s and latency, with throughput ratio and added latency vs bare."""
     head = ["config", "req/s", "ratio vs bare", *(f"{p} ms" for p in PERCENTILES)]
-    head += [f"added {p} ms" for p in PERCENTILES]
+    head += [f"added {p} ms" for p in PERCENTILES] + list(CPU_HEAD)
     rows = [
         [
             s.name,
@@ -33,6 +34,7 @@ def saturation_table(summaries: Sequence[ConfigSummary]) -> str:
             _cell(s.throughput_ratio, 3),
             *(_cell(s.latency_ms[p]) for p in PERCENTILES),
             *(_cell(s.added_ms.get(p), 2, signed=True) for p in PERCENTILES),
+            *_cpu_cells(s),
         ]
         for s in summaries
     ]
@@ -42,7 +44,7 @@ def saturation_table(summaries: Sequence[ConfigSummary]) -> str:
 def fixed_rate_table(summaries: Sequence[ConfigSummary], rate: float) -> str:
     """Fixed request rate ("overhead at normal load"): latency and latency added to the bare app."""
     head = ["config", "target req/s", "achieved req/s", *(f"{p} ms" for p in PERCENTILES)]
-    head += [f"added {p} ms" for p in PERCENTILES]
+    head += [f"added {p} ms" for p in PERCENTILES] + list(CPU_HEAD)
     rows = [
         [
             s.name,
@@ -50,10 +52,15 @@ def fixed_rate_table(summaries: Sequence[ConfigSummary], rate: float) -> str:
             _cell(s.rps, 0),
             *(_cell(s.latency_ms[p]) for p in PERCENTILES),
             *(_cell(s.added_ms.get(p), 3, signed=True) for p in PERCENTILES),
+            *_cpu_cells(s),
         ]
         for s in summaries
     ]
     return _table(head, rows)
+
+
+def _cpu_cells(summary: ConfigSummary) -> list[str]:
+    return [_cell(summary.cpu_us, 0), _cell(summary.added_cpu_us, 0, signed=True)]
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

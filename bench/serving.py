@@ -4,8 +4,10 @@ subprocess on a free loopback port, optionally pinned to one CPU; stopped by PID
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.wrkrun import pin_prefix
@@ -25,9 +27,23 @@ def uvicorn_argv(factory: str, port: int, cpu: int | None = None) -> list[str]:
     ]  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A served app: its base URL and the PID of its (single) server process."""
+
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process (all its threads) has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 @contextlib.contextmanager
-def serve_target(factory: str, env: dict[str, str], log: Path, cpu: int | None = None) -> Iterator[str]:
-    """Run the factory's app until the block ends; yields its base URL."""
+def serve_target(factory: str, env: dict[str, str], log: Path, cpu: int | None = None) -> Iterator[Target]:
+    """Run the factory's app until the block ends (taskset execs uvicorn: the PID is the server's)."""
     port = free_port()
-    with running(uvicorn_argv(factory, port, cpu), port=port, log=log, env=env, cwd=REPO, timeout_s=60):
-        yield f"http://127.0.0.1:{port}"
+    argv = uvicorn_argv(factory, port, cpu)
+    with running(argv, port=port, log=log, env=env, cwd=REPO, timeout_s=60) as process:
+        yield Target(f"http://127.0.0.1:{port}", process.pid)

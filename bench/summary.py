@@ -42,6 +42,8 @@ class ConfigSummary:
     added_ms: Mapping[str, Spread]
     statuses: Mapping[int, int]
     socket_errors: int
+    cpu_us: Spread | None = None  # server CPU time per request
+    added_cpu_us: Spread | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,8 @@ class ConfigSummary:
             "latency_ms": {k: v.to_json() for k, v in self.latency_ms.items()},
             "throughput_ratio": self.throughput_ratio.to_json() if self.throughput_ratio else None,
             "added_ms": {k: v.to_json() for k, v in self.added_ms.items()},
+            "cpu_us_per_request": self.cpu_us.to_json() if self.cpu_us else None,
+            "added_cpu_us_per_request": self.added_cpu_us.to_json() if self.added_cpu_us else None,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "socket_errors": self.socket_errors,
         }
@@ -85,9 +89,22 @@ def summarize(rounds: Mapping[str, Sequence[WrkResult]], baseline: str = BASELIN
                 else {},
                 statuses=statuses,
                 socket_errors=sum(r.socket_errors for r in runs),
+                cpu_us=_cpu(runs),
+                added_cpu_us=_added_cpu(runs, base) if compare else None,
             )
         )
     return summaries
+
+
+def _cpu(runs: Sequence[WrkResult]) -> Spread | None:
+    values = [v for r in runs if (v := r.cpu_us_per_request) is not None]
+    return Spread.of(values) if values and len(values) == len(runs) else None
+
+
+def _added_cpu(runs: Sequence[WrkResult], base: Sequence[WrkResult] | None) -> Spread | None:
+    pairs = [(r.cpu_us_per_request, b.cpu_us_per_request) for r, b in zip(runs, base or (), strict=False)]
+    added = [r - b for r, b in pairs if r is not None and b is not None]
+    return Spread.of(added) if base and len(added) == len(runs) else None
 
 
 def unexpected_statuses(summary: ConfigSummary, expected: set[int]) -> dict[int, int]:

@@ -28,6 +28,7 @@ class WrkResult:
     latency_us: Mapping[str, float]
     statuses: Mapping[int, int]
     errors: Mapping[str, int] = field(default_factory=dict)
+    server_cpu_s: float | None = None  # CPU time the server process used during the run, when measured
 
     @property
     def rps(self) -> float:
@@ -35,6 +36,12 @@ class WrkResult:
 
     def latency_ms(self, percentile: str) -> float:
         return self.latency_us[percentile] / 1000.0
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.server_cpu_s is None or not self.requests:
+            return None
+        return self.server_cpu_s * 1e6 / self.requests
 
     @property
     def socket_errors(self) -> int:
@@ -48,6 +55,7 @@ class WrkResult:
             "latency_us": dict(self.latency_us),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "errors": dict(self.errors),
+            "server_cpu_s": self.server_cpu_s,
         }
 
 

@@ -40,14 +40,14 @@ def locust_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     }
     with (
         serve_target("middleware", env, tmp / "demo.log") as demo,
-        serve_target("devidp", env, tmp / "idp.log") as idp_url,
+        serve_target("devidp", env, tmp / "idp.log") as idp_server,
     ):
         argv = [
             sys.executable, "-m", "locust", "-f", str(REPO / "bench" / "locustfile.py"), "--headless",
-            "-u", "20", "-r", "20", "-t", "6s", "--host", demo, "--only-summary",
+            "-u", "20", "-r", "20", "-t", "6s", "--host", demo.url, "--only-summary",
             "--json-file", str(tmp / "stats"),
             "--idp-key", str(tmp / "keys" / "idp.key"), "--mdm-key", str(tmp / "keys" / "mdm.key"),
-            "--idp-url", idp_url, "--stop-timeout", "5",
+            "--idp-url", idp_server.url, "--stop-timeout", "5",
         ]  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, timeout=90, cwd=tmp)
     stats = tmp / "stats.json"
