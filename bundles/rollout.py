@@ -302,7 +302,7 @@ class RolloutController:
             self._emit("rollout_superseded", f"{previous.candidate.source} replaced by {candidate.source}")
         log.info("rollout of %s started in shadow (stages %s)", candidate.source, self.stages)
         self._emit("rollout_started", candidate.source)
-        self._set_stage(SHADOW)
+        self._publish_stage()
 
     # -- lifecycle and status ----------------------------------------------------------------------
 
@@ -375,7 +375,7 @@ class RolloutController:
             candidate.source, reason, check.candidate.samples,
         )
         self._emit("rollout_reverted", f"{candidate.source} {reason}")
-        self._set_stage(IDLE)
+        self._publish_stage()
         self._worker.submit(self._call, self.target.reject, candidate, f"rollout reverted at {reason}")
 
     def _advanced(self, stage: _Stage, check: StageCheck) -> None:
@@ -386,7 +386,7 @@ class RolloutController:
             fraction * 100,
         )
         self._emit("rollout_advanced", f"{stage.candidate.source} stage {stage.index + 1} ({fraction})")
-        self._set_stage(stage.index + 1)
+        self._publish_stage()
 
     def _promoting(self, stage: _Stage, check: StageCheck) -> None:
         log.info("rollout of %s passed every stage; promoting", stage.candidate.source)
@@ -411,7 +411,7 @@ class RolloutController:
             if ours:
                 self._stage = None
         if ours:
-            self._set_stage(IDLE)
+            self._publish_stage()
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -419,9 +419,10 @@ class RolloutController:
         except Exception:
             log.exception("rollout: manager call %s failed", getattr(fn, "__name__", fn))
 
-    def _set_stage(self, index: int) -> None:
+    def _publish_stage(self) -> None:
+        """Tell on_stage the stage as it is now (read at call time: the last caller publishes the latest)."""
         if self.on_stage is not None:
-            self._hook(self.on_stage, index)
+            self._hook(self.on_stage, self.stage_index)
 
     def _emit(self, kind: str, detail: str) -> None:
         if self.on_event is not None:

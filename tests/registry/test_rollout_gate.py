@@ -23,7 +23,7 @@ from ig_gate.bundles.rollout import IDLE, SHADOW, RolloutController
 from ig_gate.bundles.signing import sign_bundle
 from ig_gate.bundles.verify import VerifyOptions
 from ig_gate.middleware.gate import Gate, GateRequest
-from ig_gate.middleware.settings import settings_from_dict
+from ig_gate.middleware.settings import Settings, settings_from_dict
 from tests.support import tokens
 from tests.support.keys import KeyPair, make_keypair, write_jwks
 
@@ -45,13 +45,15 @@ class FetchCounter(RegistryClient):
         return super().fetch(repository, digest)
 
 
-def publish_policy(client: RegistryClient, root: Path, signer: KeyPair, version: str, decision: str) -> str:
+def publish_policy(
+    client: RegistryClient, root: Path, signer: KeyPair, version: str, decision: str, repo: str = REPO
+) -> str:
     """Build, sign (OPA + detached) and push a bundle whose decision is `decision`; return its OCI digest."""
     src = root / f"src-{next(_sources)}"
     src.mkdir()
     (src / "rt.rego").write_text(f"package rt\n\ndecision := {decision}\n")
     bundle = sign_bundle(build_bundle(src, version=version), signer.private_pem, key_id=signer.kid)
-    return client.push(REPO, "prod", bundle.archive, sign_blob(bundle.archive, signer.private_pem))
+    return client.push(repo, "prod", bundle.archive, sign_blob(bundle.archive, signer.private_pem))
 
 
 @dataclass
@@ -59,6 +61,7 @@ class World:
     root: Path
     signer: KeyPair
     client: FetchCounter
+    settings: Settings
     bearer: dict[str, str]  # tenant -> session token
     manager_and_gate: Callable[[], tuple[BundleManager, RolloutController, Gate]]
 
@@ -89,7 +92,7 @@ def world(tmp_path: Path, registry, signer, trusted_key, clock):
         return manager, controller, gate
 
     bearer = {t: tokens.session_token(idp, tenant=t, sub=f"user-{t}") for t in TENANTS}
-    yield World(tmp_path, signer, client, bearer, manager_and_gate)
+    yield World(tmp_path, signer, client, settings, bearer, manager_and_gate)
     for controller, gate in made:
         controller.close()
         gate.close()
@@ -172,3 +175,23 @@ def test_deny_heavy_candidate_is_reverted_and_never_retried_then_a_healthy_one_i
     assert metric(gate, "ig_gate_bundle_events_total", kind="rollout_promoted") == 2
     assert metric(gate, "ig_gate_rollout_stage") == IDLE
     assert gate.status()["rollout"]["last_check"]["passed"] is True
+
+
+def test_a_candidate_that_cannot_be_persisted_is_withdrawn_and_offered_again(world, trusted_key, clock):
+    repo = "policies/rollout-unwritable"
+    publish_policy(world.client, world.root, world.signer, "1.0.0", '{"allow": true}', repo)
+    not_a_dir = world.root / "state-file"
+    not_a_dir.write_text("")
+    options = VerifyOptions(key=trusted_key)
+    manager = BundleManager(world.client, repo, "prod", options, not_a_dir, clock=clock)
+    controller = RolloutController(manager, world.settings.rollout)
+    manager.on_candidate = controller.offer
+    try:
+        fetches = world.client.fetches
+        assert manager.poll_once() == "candidate"  # no active bundle: promoted at once, which fails
+        status = manager.status()
+        assert manager.current() is None and status.candidate is None and status.last_error.kind == "persist"
+        assert status.rejected == ()  # withdrawn, not rejected: the next poll fetches and offers it again
+        assert manager.poll_once() == "candidate" and world.client.fetches == fetches + 2
+    finally:
+        controller.close()
