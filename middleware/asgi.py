@@ -1,10 +1,12 @@
 """ZeroTrustMiddleware: the Gate in front of any ASGI app (pure ASGI: HTTP, WebSocket, lifespan).
 
-HTTP requests that carry a JSON or application/graphql body are buffered (bounded, 413 beyond the
-limit) so that the GraphQL operation type can be sniffed, then replayed to the app unchanged. Other
-bodies stream through untouched. WebSocket connections are decided at connect and refused with a close
-code (4401/4403/4503) right after accept, before the app sees them. Lifespan passes through; the gate is
-closed (decision log flushed) when the app reports shutdown complete.
+HTTP requests with credentials that carry a JSON or application/graphql body are buffered (bounded,
+413 beyond `server.max_body_bytes`) so that the GraphQL operation type can be sniffed, then replayed to
+the app unchanged; other bodies stream through untouched, and a request without any credentials is
+refused unread. `exclude_paths` match exactly, or as a prefix when they end in "/".
+WebSocket connections are decided at connect and refused with a close code (4401/4403/4503) right after
+accept, before the app sees them. Lifespan passes through; the gate is closed (decision log flushed)
+when the app reports shutdown complete.
 """
 
 from __future__ import annotations
