@@ -376,7 +376,7 @@ class RolloutController:
         )
         self._emit("rollout_reverted", f"{candidate.source} {reason}")
         self._publish_stage()
-        self._worker.submit(self._call, self.target.reject, candidate, f"rollout reverted at {reason}")
+        self._submit(self.target.reject, candidate, f"rollout reverted at {reason}")
 
     def _advanced(self, stage: _Stage, check: StageCheck) -> None:
         fraction = self.stages[stage.index]
@@ -390,7 +390,7 @@ class RolloutController:
 
     def _promoting(self, stage: _Stage, check: StageCheck) -> None:
         log.info("rollout of %s passed every stage; promoting", stage.candidate.source)
-        self._worker.submit(self._promote, stage.candidate)
+        self._submit(self._promote, stage.candidate)
 
     def _promote(self, candidate: Candidate) -> None:
         """Ask the manager to activate and persist the candidate; on failure withdraw it (offered again)."""
@@ -412,6 +412,13 @@ class RolloutController:
                 self._stage = None
         if ours:
             self._publish_stage()
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run fn on the worker thread (after close(): dropped with a log line; the active bundle stays)."""
+        try:
+            self._worker.submit(self._call, fn, *args)
+        except RuntimeError:
+            log.warning("rollout controller closed: %s not run", getattr(fn, "__name__", fn))
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         try:

@@ -261,3 +261,10 @@ def test_bad_limits_are_refused_with_the_setting_named(changes, message):
     limits = dataclasses.replace(LIMITS, **changes)
     with pytest.raises(ValueError, match=message):
         RolloutController(Target(None), limits)
+
+
+def test_a_revert_after_close_still_drops_the_candidate_without_raising_on_the_request(rig):
+    r = rig()
+    r.controller.close()
+    r.feed(10, candidate="deny")
+    assert r.controller.stage_index == IDLE and r.target.rejected == []  # not run: the process is stopping
