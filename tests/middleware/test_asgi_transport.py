@@ -34,15 +34,27 @@ def test_public_interface_imports():
     assert isinstance(load_settings(None, env={}), Settings)
 
 
-def test_config_file_path_is_accepted(world, tmp_path):
+def test_the_documented_config_file_works_with_paths_relative_to_it(world, tmp_path):
+    for source, name in ((world.bundle_path, "dist/policy.tgz"), (world.bundle_pub, "keys/dev.pub"),
+                         (world.idp_jwks, "keys/idp-jwks.json"), (world.mdm_jwks, "keys/mdm-jwks.json")):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy(source, tmp_path / name)
     config = tmp_path / "ig-gate.yaml"
     config.write_text(
-        f"bundle: {{path: {world.bundle_path}, verification_key: {world.bundle_pub}}}\n"
-        f"identity: {{jwks: {world.idp_jwks}}}\n"
-    )
+        "bundle:\n  path: dist/policy.tgz\n  verification_key: keys/dev.pub\n  key_id: null\n"
+        "  query: data.ig.zt.decision\n"
+        "identity:\n  issuer: https://idp.example.test\n  audience: ig-gateway\n  jwks: keys/idp-jwks.json\n"
+        "  tenant_claim: tenant\n  risk_claim: risk\n  stepup: {acr_values: [mfa], max_age: 300}\n"
+        "device:\n  attestation_jwks: keys/mdm-jwks.json\n  header: X-Device-Attestation\n"
+        "geo:\n  database: null\n  trusted_proxies: [127.0.0.1/32]\n"
+        "failure_mode: closed\nexclude_paths: [/healthz]\n"
+    )  # fmt: skip
     middleware = ZeroTrustMiddleware(demo_app(), config=str(config))
     try:
         assert middleware.gate.status()["ready"] is True
+        with TestClient(middleware, client=("8.8.8.8", 1)) as client:
+            response = client.post("/graphql", content=query(), headers=bearer(world.token()))
+        assert response.status_code == 200 and response.json()["identity"]["country"] == "US"
     finally:
         middleware.gate.close()
 
