@@ -111,12 +111,6 @@ def test_a_request_without_a_token_gets_401(gateway_url):
     assert response.status_code == 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`ig-gate serve` leaves uvicorn's proxy_headers on: uvicorn rewrites the peer from "
-    "X-Forwarded-For (127.0.0.1 is trusted by default), so the proxy appends the client address twice. "
-    "Fix: proxy_headers=False in sidecar/serve.py (the gate resolves client IPs itself); then remove this.",
-)
 def test_the_subgraph_sees_the_client_then_the_sidecar_peer_in_x_forwarded_for(world, gateway_url):
     response = graphql(gateway_url, world.token(risk="low"), "query { headers }")
     assert f"x-forwarded-for={US_IP}, 127.0.0.1" in response.json()["data"]["headers"]
