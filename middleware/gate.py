@@ -268,7 +268,9 @@ class Gate:
         return decision
 
     def _decide(self, request: GateRequest, trace: _Trace) -> Decision:
-        headers = header_map(request.headers)
+        headers = request.headers
+        if type(headers) is not HeaderMap:  # the middleware passes one already
+            headers = header_map(headers)
         get = headers.get
         forwarded_for, forwarded = get(X_FORWARDED_FOR), get(FORWARDED)
         client = self.ip_resolver.resolve(
@@ -285,7 +287,9 @@ class Gate:
         )
         if op != UNKNOWN:
             trace.graphql = True
-        purpose = label(get(PURPOSE), "X-Purpose header")
+        purpose = get(PURPOSE)
+        if purpose is not None:
+            purpose = label(purpose, "X-Purpose header")
         tenant_header = label(get(self._tenant_header), "tenant header") if self._tenant_header else None
 
         token = self._tokens.token(headers)
@@ -298,7 +302,10 @@ class Gate:
         except TokenError as exc:
             return self._refusal(UNAUTHENTICATED, f"token_{exc.kind}", exc.description, trace, exc.kind)
 
-        posture = trace.posture = self.devices.posture(ascii_or_none(get(self._device_header)), session)
+        attestation = get(self._device_header)
+        if attestation is not None:
+            attestation = ascii_or_none(attestation)
+        posture = trace.posture = self.devices.posture(attestation, session)
         country = trace.country = self.geo.country(client.address)
         anomaly = self.anomalies.observe(session.subject, country, self._clock())
         if anomaly:
