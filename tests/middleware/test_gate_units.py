@@ -236,3 +236,37 @@ def test_a_gate_from_explicit_objects_follows_its_policy_source(world, tmp_path)
     info = {"revision": second.revision, "digest": second.digest, "version": "2.0.0"}
     assert metrics.registry.get_sample_value("ig_gate_bundle_info", info) == 1
     assert gate.status()["policy"]["revision"] == second.revision
+
+
+class BrokenSource:
+    """A policy source that fails with a message quoting request data (as a buggy plug-in might)."""
+
+    def current(self) -> PolicySnapshot | None:
+        raise RuntimeError("boom while handling Bearer eyJhbGciOiJFUzI1NiJ9.secret.part")
+
+
+@pytest.mark.parametrize("mode, status", [("closed", 503), ("open", 200)])
+def test_an_unexpected_error_fails_by_mode_and_is_logged_without_its_message(world, caplog, mode, status):
+    from starlette.testclient import TestClient
+
+    from ig_gate.middleware.asgi import ZeroTrustMiddleware
+    from tests.middleware.conftest import demo_app
+
+    gate = Gate.from_settings(world.settings(failure_mode=mode), policy=BrokenSource())
+    try:
+        with (
+            caplog.at_level("ERROR", logger="ig_gate.gate"),
+            TestClient(ZeroTrustMiddleware(demo_app(), gate=gate)) as client,
+        ):
+            response = client.post(
+                "/graphql",
+                content=query(),
+                headers={"content-type": JSON, "authorization": f"Bearer {world.token()}"},
+            )
+    finally:
+        gate.close()
+
+    assert response.status_code == status
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "internal_error" in line and "RuntimeError" in line and "test_gate_units.py" in line
+    assert "secret" not in line and "eyJ" not in line
