@@ -1,19 +1,14 @@
 """The locustfile's scenarios, headless for a few seconds against the demo served by uvicorn, with the dev
-IdP serving step-up tokens: every scenario runs and no response is unexpected."""
+IdP serving step-up tokens (bench/demo_load.py): every scenario runs and no response is unexpected."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
-import sys
 
 import pytest
 
-from bench import targets
-from bench.serving import REPO, serve_target
-from ig_gate.sidecar.demo import prepare
+from bench.demo_load import load_target, locust_argv
 
 SCENARIOS = (
     "read: query",
@@ -30,27 +25,11 @@ SCENARIOS = (
 @pytest.fixture(scope="module")
 def locust_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, dict]:
     tmp = tmp_path_factory.mktemp("locust")
-    with contextlib.redirect_stdout(io.StringIO()):
-        idp = prepare(tmp / "demo", REPO / "policies")
-    targets.write_idp_keys(idp, tmp / "keys")
-    env = {
-        targets.CONFIG_ENV: str(tmp / "demo" / "ig-gate.yaml"),
-        targets.IDP_DIR_ENV: str(tmp / "keys"),
-        "IG_GATE_DECISION_LOG__PATH": str(tmp / "decisions.jsonl"),
-    }
-    with (
-        serve_target("middleware", env, tmp / "demo.log") as demo,
-        serve_target("devidp", env, tmp / "idp.log") as idp_server,
-    ):
-        argv = [
-            sys.executable, "-m", "locust", "-f", str(REPO / "bench" / "locustfile.py"), "--headless",
-            "-u", "20", "-r", "20", "-t", "6s", "--host", demo.url, "--only-summary",
-            "--json-file", str(tmp / "stats"),
-            "--idp-key", str(tmp / "keys" / "idp.key"), "--mdm-key", str(tmp / "keys" / "mdm.key"),
-            "--idp-url", idp_server.url, "--stop-timeout", "5",
-        ]  # fmt: skip
+    stats = tmp / "stats.json"  # locust adds the suffix to --json-file
+    with load_target(tmp) as target:
+        argv = locust_argv(target, users=20, spawn_rate=20, run_time="6s")
+        argv += ["--json-file", str(tmp / "stats")]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=90, cwd=tmp)
-    stats = tmp / "stats.json"
     assert stats.exists(), f"locust wrote no stats:\n{done.stderr[-3000:]}"
     return done, {entry["name"]: entry for entry in json.loads(stats.read_text())}
 
