@@ -36,9 +36,18 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python bench/overhead.py`: import siblings as `bench.*`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import targets
+from bench import profiling, targets
 from bench.machine import describe
-from bench.report import FIXED_RATE, SATURATION, fixed_rate_table, plot, saturation_table
+from bench.profiling import Profile
+from bench.report import (
+    FIXED_RATE,
+    SATURATION,
+    fixed_rate_table,
+    plot,
+    profile_json,
+    profile_table,
+    saturation_table,
+)
 from bench.serving import REPO, Target, serve_target
 from bench.summary import BASELINE, ConfigSummary, summarize, unexpected_statuses
 from bench.traffic import Mix, client_pool, expected_statuses, wire_pool, write_lua_pool
@@ -82,6 +91,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--configs", default=",".join(c.name for c in CONFIGS),
                         help="comma-separated configs to run (default: all available)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results directory")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the measured rounds, one py-spy sampled saturation run per config")
     parser.add_argument("--quick", action="store_true",
                         help="1 round of 1 s, 1 s warm-up (smoke tests; numbers are not meaningful)")
     args = parser.parse_args(argv)
@@ -158,14 +169,64 @@ def measure(
     return results
 
 
+@dataclass(slots=True)
+class BenchRun:
+    """Everything one run produced, for the result files."""
+
+    stamp: str
+    machine: dict
+    modes: dict[str, list[ConfigSummary]] = dataclasses.field(default_factory=dict)
+    rate: float | None = None
+    profiles: dict[str, Profile] = dataclasses.field(default_factory=dict)
+    problems: dict[str, dict[int, int]] = dataclasses.field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+def run_modes(
+    run: BenchRun, configs: Sequence[Config], served: dict[str, Target], pools: dict[str, Path],
+    args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """Warm-up, saturation rounds, then fixed-rate rounds at args.load x bare capacity."""
+    print(f"bench: warm-up {args.warmup:g} s per config", file=sys.stderr)
+    for config in configs:
+        run_wrk(served[config.name].url, pools[config.shape], duration_s=args.warmup,
+                connections=args.connections, threads=args.threads, cpu=LOAD_CPU)  # fmt: skip
+    run.modes[SATURATION] = summarize(measure(configs, served, pools, args, None))
+    base = next((s for s in run.modes[SATURATION] if s.name == BASELINE), None)
+    if args.load > 0 and base is not None:
+        run.rate = args.load * base.rps.median
+        run.modes[FIXED_RATE] = summarize(measure(configs, served, pools, args, run.rate))
+    elif args.load > 0:
+        print("bench: fixed-rate mode skipped (needs the bare config)", file=sys.stderr)
+
+
+def profile_configs(
+    run: BenchRun, configs: Sequence[Config], served: dict[str, Target], pools: dict[str, Path],
+    args: argparse.Namespace,
+) -> None:  # fmt: skip
+    """One extra saturation run per config under py-spy (not counted in the figures); the collapsed
+    stacks go to <out>/<stamp>-<config>.folded."""
+    for config in configs:
+        out = args.out / f"{run.stamp}-{config.name}.folded"
+        sampler = profiling.start(served[config.name].pid, args.duration, out)
+        run_wrk(served[config.name].url, pools[config.shape], duration_s=args.duration,
+                connections=args.connections, threads=args.threads, cpu=LOAD_CPU)  # fmt: skip
+        profiling.finish(sampler)
+        run.profiles[config.name] = profiling.read_profile(out)
+        print(f"  profiled {config.name}: {out}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configs = available(args.selected)
     if not configs:
         print("bench: no config to run", file=sys.stderr)
         return 2
+    if args.profile:
+        profiling.py_spy()  # fail before measuring for minutes
     started = time.monotonic()
-    machine = describe(REPO)
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = BenchRun(datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ"), describe(REPO))
     with tempfile.TemporaryDirectory(prefix="ig-bench-") as tmp:
         workdir = Path(tmp)
         with contextlib.redirect_stdout(io.StringIO()):  # ig-policy prints JSON for every step
@@ -173,76 +234,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = client_pool(idp, args.mix)
         wires = {shape: wire_pool(client, shape) for shape in {c.shape for c in configs}}
         pools = {shape: write_lua_pool(w, workdir / f"pool-{shape}.lua") for shape, w in wires.items()}
-        expected = {c.name: set(expected_statuses(wires[c.shape])) for c in configs}
         with serve(configs, workdir) as served:
-            print(f"bench: warm-up {args.warmup:g} s per config", file=sys.stderr)
-            for config in configs:
-                run_wrk(served[config.name].url, pools[config.shape], duration_s=args.warmup,
-                        connections=args.connections, threads=args.threads, cpu=LOAD_CPU)  # fmt: skip
-            modes = {SATURATION: summarize(measure(configs, served, pools, args, None))}
-            rate = None
-            base = next((s for s in modes[SATURATION] if s.name == BASELINE), None)
-            if args.load > 0 and base is not None:
-                rate = args.load * base.rps.median
-                modes[FIXED_RATE] = summarize(measure(configs, served, pools, args, rate))
-            elif args.load > 0:
-                print("bench: fixed-rate mode skipped (needs the bare config)", file=sys.stderr)
-    problems = {
+            run_modes(run, configs, served, pools, args)
+            if args.profile:
+                profile_configs(run, configs, served, pools, args)
+    expected = {c.name: set(expected_statuses(wires[c.shape])) for c in configs}
+    run.problems = {
         f"{mode}/{s.name}": bad
-        for mode, summaries in modes.items()
+        for mode, summaries in run.modes.items()
         for s in summaries
         if (bad := unexpected_statuses(s, expected[s.name]))
     }
-    paths = write_results(args, machine, modes, rate, problems, time.monotonic() - started)
+    run.elapsed_s = time.monotonic() - started
+    paths = write_results(args, run)
     print(paths["md"].read_text())
     print(f"bench: wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
-    if problems:
-        print(f"bench: unexpected statuses {problems}: these numbers measure the wrong path", file=sys.stderr)
+    if run.problems:
+        print(f"bench: unexpected statuses {run.problems}: wrong path measured", file=sys.stderr)
         return 1
     return 0
 
 
-def write_results(
-    args: argparse.Namespace,
-    machine: dict,
-    modes: dict[str, list[ConfigSummary]],
-    rate: float | None,
-    problems: dict[str, dict[int, int]],
-    elapsed_s: float,
-) -> dict[str, Path]:
-    """bench/results/<timestamp>.{json,md,png}."""
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+def write_results(args: argparse.Namespace, run: BenchRun) -> dict[str, Path]:
+    """<out>/<timestamp>.{json,md,png}."""
     settings = {
         "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
         "connections": args.connections, "wrk_threads": args.threads, "load": args.load,
-        "fixed_rate_rps": round(rate, 1) if rate else None, "mix": {
+        "fixed_rate_rps": round(run.rate, 1) if run.rate else None, "mix": {
             "stepup": args.mix.stepup, "deny": args.mix.deny, "mutations": args.mix.mutations},
         "pinned": bool(pin_prefix(SERVER_CPU)) and bool(pin_prefix(LOAD_CPU)),
     }  # fmt: skip
+    machine = run.machine
     title = (
-        f"ig-gate overhead {stamp} · {machine['cpu_model']} · {machine['cores']} cores · "
+        f"ig-gate overhead {run.stamp} · {machine['cpu_model']} · {machine['cores']} cores · "
         f"{args.rounds}x{args.duration:g}s, {args.connections} conns"
     )
     document = {
-        "timestamp": stamp,
-        "elapsed_s": round(elapsed_s, 1),
+        "timestamp": run.stamp,
+        "elapsed_s": round(run.elapsed_s, 1),
         "machine": machine,
         "loadavg_end": list(os.getloadavg()),  # other processes on the machine skew every figure but CPU/req
         "settings": settings,
-        "modes": {mode: {s.name: s.to_json() for s in summaries} for mode, summaries in modes.items()},
-        "unexpected_statuses": {k: {str(s): n for s, n in v.items()} for k, v in problems.items()},
+        "modes": {mode: {s.name: s.to_json() for s in summaries} for mode, summaries in run.modes.items()},
+        "profiles": {name: profile_json(p) for name, p in run.profiles.items()},
+        "unexpected_statuses": {k: {str(s): n for s, n in v.items()} for k, v in run.problems.items()},
     }
-    base = args.out / stamp
+    base = args.out / run.stamp
     paths = {suffix: base.with_suffix(f".{suffix}") for suffix in ("json", "md", "png")}
     paths["json"].write_text(json.dumps(document, indent=2) + "\n")
     sections = [f"## {title}", "", "Saturation (closed loop), median (min … max) over rounds:", ""]
-    sections += [saturation_table(modes[SATURATION]), ""]
-    if FIXED_RATE in modes and rate:
-        sections += [f"Fixed rate {rate:.0f} req/s ({args.load:.0%} of bare capacity):", ""]
-        sections += [fixed_rate_table(modes[FIXED_RATE], rate), ""]
+    sections += [saturation_table(run.modes[SATURATION]), ""]
+    if FIXED_RATE in run.modes and run.rate:
+        sections += [f"Fixed rate {run.rate:.0f} req/s ({args.load:.0%} of bare capacity):", ""]
+        sections += [fixed_rate_table(run.modes[FIXED_RATE], run.rate), ""]
+    if run.profiles:
+        sections += [profile_table(run.profiles), ""]
     paths["md"].write_text("\n".join(sections))
-    plot(modes, paths["png"], title)
+    plot(run.modes, paths["png"], title)
     return paths
 
 

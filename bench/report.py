@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.profiling import Profile
 from bench.summary import PERCENTILES, ConfigSummary, Spread
 
 SATURATION = "saturation"
@@ -61,6 +62,25 @@ def fixed_rate_table(summaries: Sequence[ConfigSummary], rate: float) -> str:
 
 def _cpu_cells(summary: ConfigSummary) -> list[str]:
     return [_cell(summary.cpu_us, 0), _cell(summary.added_cpu_us, 0, signed=True)]
+
+
+def profile_table(profiles: Mapping[str, Profile], count: int = 12) -> str:
+    """Per profiled config: sample shares per thread and the ig-gate functions with the largest
+    inclusive share (py-spy, one saturation run)."""
+    lines = ["Profile (py-spy, one extra saturation run per config; share of samples, inclusive):", ""]
+    for name, profile in profiles.items():
+        threads = ", ".join(f"{thread} {share:.0%}" for thread, share in profile.threads.items())
+        lines += [f"- **{name}** ({profile.samples} samples; threads: {threads})"]
+        lines += [f"  - {share:5.1%} `{function}`" for function, share in profile.top(count)]
+    return "\n".join(lines)
+
+
+def profile_json(profile: Profile, count: int = 25) -> dict:
+    return {
+        "samples": profile.samples,
+        "threads": {k: round(v, 4) for k, v in profile.threads.items()},
+        "top_own_functions": {k: round(v, 4) for k, v in profile.top(count)},
+    }
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

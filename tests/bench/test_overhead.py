@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.profiling import read_profile
 from bench.serving import REPO
 from bench.summary import Spread, summarize, unexpected_statuses
 from bench.traffic import Mix, client_pool, expected_statuses, wire_pool
@@ -105,3 +106,20 @@ def test_quick_run_writes_json_markdown_and_png(tmp_path: Path) -> None:
     assert document["unexpected_statuses"] == {}
     assert result.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     assert "| middleware |" in result.with_suffix(".md").read_text()
+
+
+def test_profile_shares_count_a_function_once_per_stack_and_keep_own_code(tmp_path: Path) -> None:
+    folded = tmp_path / "run.folded"
+    folded.write_text(
+        "thread (7): MainThread;run (asyncio/runners.py:118);Gate.decide (middleware/gate.py:240);"
+        "Gate.decide (middleware/gate.py:250) 3\n"
+        "thread (7): MainThread;run (asyncio/runners.py:118);send (starlette/middleware/errors.py:1) 5\n"
+        "thread (9): decision-log:d.jsonl;DecisionLog._run (middleware/decision_log.py:9) 2\n"
+    )
+    profile = read_profile(folded)
+    assert profile.samples == 10
+    assert profile.threads == {"MainThread": 0.8, "decision-log:d.jsonl": 0.2}
+    assert profile.top(5) == [
+        ("Gate.decide (middleware/gate.py)", 0.3),
+        ("DecisionLog._run (middleware/decision_log.py)", 0.2),
+    ]  # starlette/middleware/... is not ours
