@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ig_gate.bundles.archive import SIGNATURES, Bundle, build_bundle, read_bundle
 from ig_gate.bundles.detached import sign_blob
-from ig_gate.bundles.errors import BundleError, SignatureError
+from ig_gate.bundles.errors import BundleError, PinError, SignatureError
 from ig_gate.bundles.fsutil import write_atomic
 from ig_gate.bundles.pin import Pin
 from ig_gate.bundles.signing import SIGN_ALGORITHMS, VerificationKey, decode_unverified, sign_bundle
@@ -26,12 +26,6 @@ from ig_gate.bundles.verify import SigstoreOptions, VerifiedBundle, VerifyOption
 
 PROG = "ig-policy"
 DEFAULT_QUERY = "data.ig.zt.decision"
-
-try:
-    from ig_gate.bundles import cli_registry
-except ImportError:  # the registry commands are optional
-    cli_registry = None
-
 
 class UsageError(Exception):
     """Bad invocation: wrong arguments, missing input files, refusing to overwrite."""
@@ -45,7 +39,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{command}: {message}" if command else message)
 
 
-def _read(path: str | Path, what: str) -> bytes:
+def read(path: str | Path, what: str) -> bytes:
+    """Read an input file; a missing one (or a directory) is a usage error (exit 2)."""
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -120,8 +115,8 @@ def _private_key_alg(pem: bytes) -> str:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    archive = _read(args.file, "bundle")
-    key_material = _read(args.key, "signing key")
+    archive = read(args.file, "bundle")
+    key_material = read(args.key, "signing key")
     alg = args.alg or _private_key_alg(key_material)
     if alg == "HS256":
         key_material = key_material.removesuffix(b"\n").removesuffix(b"\r")
@@ -140,12 +135,13 @@ def cmd_sign(args: argparse.Namespace) -> int:
 # --- pack verify / eval -------------------------------------------------------------------------------
 
 
-def _verification_key(args: argparse.Namespace) -> VerificationKey | None:
+def verification_key(args: argparse.Namespace) -> VerificationKey | None:
+    """The key from --key/--alg/--key-id/--scope (see `add_key_options`); None without --key."""
     if args.key is None:
         if args.key_id or args.scope or args.alg:
             raise UsageError("--alg/--key-id/--scope need --key")
         return None
-    _read(args.key, "verification key")
+    read(args.key, "verification key")
     return VerificationKey.from_file(args.key, alg=args.alg, key_id=args.key_id, scope=args.scope)
 
 
@@ -158,8 +154,8 @@ def _sigstore_options(args: argparse.Namespace) -> SigstoreOptions | None:
     if not all(extras):
         raise UsageError("--sigstore-bundle needs --trusted-root, --identity and --issuer")
     return SigstoreOptions(
-        _read(args.sigstore_bundle, "sigstore bundle"),
-        _read(args.trusted_root, "trusted root"),
+        read(args.sigstore_bundle, "sigstore bundle"),
+        read(args.trusted_root, "trusted root"),
         identity=args.identity,
         issuer=args.issuer,
     )
@@ -174,17 +170,25 @@ def _detached_signature(
     return sig_path.read_bytes() if sig_path.is_file() and (public_key or args.require_detached) else None
 
 
+def pin_from_args(args: argparse.Namespace) -> Pin:
+    """The pin from --require-version/--require-digest; a malformed pin is a usage error (exit 2)."""
+    try:
+        return Pin(args.require_version, frozenset(args.require_digest or ()))
+    except PinError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _verify(args: argparse.Namespace, archive: bytes, *, require_trust: bool) -> tuple[VerifiedBundle, bool]:
     """verify_bundle with the options from the command line; also says whether FILE.sig was checked."""
-    key = _verification_key(args)
+    key = verification_key(args)
     sigstore = _sigstore_options(args)
     if require_trust and key is None and sigstore is None:
         raise UsageError("nothing to verify against: give --key and/or --sigstore-bundle")
-    detached_key = _read(args.detached_key, "detached key") if args.detached_key else None
+    detached_key = read(args.detached_key, "detached key") if args.detached_key else None
     detached = _detached_signature(args, key, detached_key)
     options = VerifyOptions(
         key=key,
-        pin=Pin(args.require_version, frozenset(args.require_digest or ())),
+        pin=pin_from_args(args),
         detached_signature=detached,
         detached_key_pem=detached_key,
         require_detached=args.require_detached,
@@ -194,7 +198,7 @@ def _verify(args: argparse.Namespace, archive: bytes, *, require_trust: bool) ->
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    verified, detached_checked = _verify(args, _read(args.file, "bundle"), require_trust=True)
+    verified, detached_checked = _verify(args, read(args.file, "bundle"), require_trust=True)
     manifest = verified.bundle.manifest
     return _emit(
         {
@@ -212,7 +216,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _load_input(path: str) -> Any:
-    raw = sys.stdin.buffer.read() if path == "-" else _read(path, "input")
+    raw = sys.stdin.buffer.read() if path == "-" else read(path, "input")
     try:
         return json.loads(raw)
     except ValueError as exc:
@@ -223,7 +227,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ig_gate.bundles.engine import Engine  # the Rego engine is only needed here
 
     input_doc = _load_input(args.input)
-    verified, _ = _verify(args, _read(args.file, "bundle"), require_trust=False)
+    verified, _ = _verify(args, read(args.file, "bundle"), require_trust=False)
     return _emit(Engine.from_bundle(verified.bundle).evaluate(args.query, input_doc))
 
 
@@ -255,7 +259,7 @@ def _unverified_claims(bundle: Bundle) -> dict[str, Any] | None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     import hashlib
 
-    bundle = read_bundle(_read(args.file, "bundle"))
+    bundle = read_bundle(read(args.file, "bundle"))
     return _emit(
         {
             "digest": bundle.digest,
@@ -276,7 +280,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from ig_gate.bundles.engine import run_rego_tests  # the Rego engine is only needed here
 
     source = Path(args.source)
-    bundle = build_bundle(source) if source.is_dir() else read_bundle(_read(source, "bundle"))
+    bundle = build_bundle(source) if source.is_dir() else read_bundle(read(source, "bundle"))
     results = run_rego_tests(bundle.modules, bundle.data)
     failed = [r for r in results if not r.passed]
     for result in results:
@@ -292,7 +296,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------------
 
 
-def _add_key_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+def add_key_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     """--key/--alg/--key-id/--scope (also used by the registry commands in cli_registry.py)."""
     parser.add_argument("--key", required=required, help="PEM public key, or the HS256 shared-secret file")
     parser.add_argument("--alg", choices=SIGN_ALGORITHMS, help="signature algorithm (default: from the key)")
@@ -301,7 +305,7 @@ def _add_key_options(parser: argparse.ArgumentParser, *, required: bool) -> None
 
 
 def _add_trust_options(parser: argparse.ArgumentParser) -> None:
-    _add_key_options(parser, required=False)
+    add_key_options(parser, required=False)
     parser.add_argument("--require-version", metavar="SPEC", help='PEP 440 specifiers, e.g. ">=2.0,<3"')
     parser.add_argument("--require-digest", action="append", metavar="sha256:HEX", help="repeatable")
     parser.add_argument("--require-detached", action="store_true", help="FILE.sig must exist and verify")
@@ -314,7 +318,11 @@ def _add_trust_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full `ig-policy` argument parser."""
-    parser = _Parser(prog=PROG, description="Build, sign, verify and evaluate OPA policy bundles.")
+    parser = _Parser(
+        prog=PROG,
+        description="Build, sign, verify and evaluate OPA policy bundles.",
+        epilog="Exit codes: 0 ok, 1 verification or validation failure, 2 usage error.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     keygen = commands.add_parser("keygen", help="generate a signing key pair")
@@ -332,44 +340,45 @@ def build_parser() -> argparse.ArgumentParser:
         description="Packs every *.rego (tests included, as `opa build` does), data.json, data.yaml and a "
         "base .manifest; hidden directories are skipped. The manifest declares each .rego with its sha256.",
     )
-    build.add_argument("src")
-    build.add_argument("--out", required=True)
-    build.add_argument("--version")
+    build.add_argument("src", metavar="SRC_DIR", help="policy source directory (e.g. policies/)")
+    build.add_argument("--out", required=True, metavar="FILE.tgz", help="archive to write (atomically)")
+    build.add_argument("--version", help="PEP 440 bundle version for the manifest (e.g. 2.1.0)")
     build.add_argument("--expires", help="YYYY-MM-DD (end of that day UTC) or an ISO 8601 datetime")
-    build.add_argument("--channel")
-    build.add_argument("--revision")
+    build.add_argument("--channel", help="release channel recorded in the manifest (dev, staging, prod)")
+    build.add_argument("--revision", help="OPA revision (default: VERSION+content hash, or the content hash)")
     build.set_defaults(func=cmd_build)
 
     sign = pack.add_parser("sign", help="add .signatures.json (rewrites the archive) and FILE.sig")
-    sign.add_argument("file")
+    sign.add_argument("file", metavar="FILE.tgz")
     sign.add_argument("--key", required=True, help="PKCS#8 PEM private key, or the HS256 shared-secret file")
     sign.add_argument("--alg", choices=SIGN_ALGORITHMS, help="default: ES256 for EC keys, RS256 for RSA keys")
-    sign.add_argument("--key-id")
-    sign.add_argument("--scope")
+    sign.add_argument("--key-id", help="key id for the JWS header (kid) and payload (keyid)")
+    sign.add_argument("--scope", help="signature scope that verifiers may require")
     sign.set_defaults(func=cmd_sign)
 
     verify = pack.add_parser("verify", help="verify signature(s), pins and expiry; print a JSON summary")
-    verify.add_argument("file")
+    verify.add_argument("file", metavar="FILE.tgz")
     _add_trust_options(verify)
     verify.set_defaults(func=cmd_verify)
 
     inspect = pack.add_parser("inspect", help="manifest, files and (unverified) signature summary as JSON")
-    inspect.add_argument("file")
+    inspect.add_argument("file", metavar="FILE.tgz")
     inspect.set_defaults(func=cmd_inspect)
 
     evaluate = commands.add_parser("eval", help="evaluate a query against a bundle; print the result JSON")
-    evaluate.add_argument("file")
+    evaluate.add_argument("file", metavar="FILE.tgz", help="bundle (verified first when --key is given)")
     evaluate.add_argument("--input", required=True, help="input JSON file ('-' for stdin)")
-    evaluate.add_argument("--query", default=DEFAULT_QUERY)
+    evaluate.add_argument("--query", default=DEFAULT_QUERY, help=f"Rego query (default: {DEFAULT_QUERY})")
     _add_trust_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
     test = commands.add_parser("test", help="run the Rego unit tests of a source directory or bundle")
-    test.add_argument("source")
+    test.add_argument("source", metavar="SRC_DIR|FILE.tgz")
     test.set_defaults(func=cmd_test)
 
-    if cli_registry is not None:
-        cli_registry.register(commands)
+    from ig_gate.bundles import cli_registry  # imported here: it imports this module's helpers
+
+    cli_registry.register(commands)
     return parser
 
 

@@ -54,6 +54,8 @@ class VerificationKey:
             material = Path(path).read_bytes()
         except OSError as exc:
             raise SignatureError(f"{path}: cannot read verification key ({exc.strerror})") from None
+        if not material.strip():
+            raise SignatureError(f"{path}: verification key file is empty")
         alg = alg or _infer_alg(material)
         if alg == "HS256":
             material = material.removesuffix(b"\n").removesuffix(b"\r")

@@ -161,6 +161,34 @@ def test_different_digest_pin_exits_1(cli, signed):
     assert code == 1 and "not one of the pinned digests" in one_line_error(err)
 
 
+@pytest.mark.parametrize(
+    ("pin", "reason"),
+    [
+        (["--require-version", "=>2"], "not a valid version specifier"),
+        (["--require-digest", "sha256:abc"], "not of the form sha256:<64 hex>"),
+    ],
+)
+def test_malformed_pins_are_usage_errors(cli, signed, pin, reason):
+    code, out, err = verify(cli, signed, *pin)
+    assert (code, out) == (2, "") and reason in one_line_error(err)
+
+
+def test_empty_verification_key_file_is_named(cli, signed, tmp_path):
+    (tmp_path / "empty.key").write_bytes(b"")
+    code, _, err = cli("pack", "verify", signed["archive"], "--key", tmp_path / "empty.key")
+    assert code == 1 and "empty.key: verification key file is empty" in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [(["--help"], "Exit codes: 0 ok, 1 verification"), (["pack", "verify", "--help"], "FILE.tgz")],
+)
+def test_help_names_the_arguments_and_exit_codes(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0 and expected in capsys.readouterr().out
+
+
 def test_detached_signature_mismatch_and_requirement(cli, signed):
     sig = Path(f"{signed['archive']}.sig")
     good = sig.read_bytes()
@@ -232,6 +260,7 @@ def example_bundle(cli, tmp_path, signed) -> Path:
     [
         ("low", "managed", False, "allow"),
         ("medium", "managed", False, "stepup"),
+        ("low", "managed", True, "allow"),
         ("medium", "managed", True, "allow"),
         ("high", "managed", False, "deny"),
         ("high", "managed", True, "deny"),
