@@ -16,8 +16,8 @@
 #
 # Device posture:
 #   jailbroken, untrusted          -> deny, always.
-#   unmanaged, unknown (no or bad attestation) -> reads are allowed; writes (GraphQL mutations, or
-#       non-safe HTTP methods on non-GraphQL routes) need a managed device or a satisfied step-up;
+#   unmanaged, unknown (no or bad attestation), or absent -> reads are allowed; writes (GraphQL mutations,
+#       or non-safe HTTP methods on non-GraphQL routes) need a managed device or a satisfied step-up;
 #       a tenant with `require_managed_device` denies them outright.
 # Anything unexpected (unknown tenant, missing or unknown risk, missing country) fails closed (deny).
 package ig.zt
@@ -29,8 +29,6 @@ stepup_satisfied if input.stepup == true
 risk_levels := {"low", "medium", "high"}
 
 safe_methods := {"GET", "HEAD", "OPTIONS"}
-
-weak_postures := {"unmanaged", "unknown"}
 
 # A request that changes state: a GraphQL mutation, or a non-safe method outside GraphQL.
 write if input.request.operation_type == "mutation"
@@ -83,7 +81,7 @@ stepup_reasons contains "geo_anomaly" if {
 
 stepup_reasons contains "device_unmanaged_write" if {
 	write
-	input.device.posture in weak_postures
+	not input.device.posture == "managed"
 	not stepup_satisfied
 }
 

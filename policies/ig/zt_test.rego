@@ -64,6 +64,11 @@ test_unmanaged_and_unknown_devices_need_stepup_to_write if {
 	zt.decision == allow with input as mutation(base)
 }
 
+test_writes_without_a_known_posture_need_stepup if {
+	zt.decision == stepup(["device_unmanaged_write"]) with input as mutation(with_posture(null))
+	zt.decision == stepup(["device_unmanaged_write"]) with input as mutation(object.remove(base, ["device"]))
+}
+
 test_non_graphql_unsafe_method_is_a_write if {
 	rest := object.union(with_posture("unknown"), {"request": {"method": "DELETE", "path": "/api/x", "operation_type": "unknown"}})
 	zt.decision == stepup(["device_unmanaged_write"]) with input as rest
