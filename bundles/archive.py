@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from ig_gate.bundles.errors import BundleFormatError
-from ig_gate.bundles.filehash import reject_constant
+from ig_gate.bundles.filehash import load_yaml, reject_constant
 from ig_gate.bundles.manifest import Manifest, PolicyRef, parse_expires
 
 MANIFEST = ".manifest"
@@ -73,7 +73,7 @@ def _parse_data(name: str, body: bytes) -> Any:
     if name.endswith(".json"):
         return _load_json(name, body)
     try:
-        return yaml.safe_load(body)
+        return load_yaml(body)
     except yaml.YAMLError as exc:
         raise BundleFormatError(f"{name}: invalid YAML: {exc}") from exc
 

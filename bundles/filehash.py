@@ -31,6 +31,21 @@ ALGORITHMS: dict[str, Callable[[], Any]] = {
 }
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without anchors/aliases: a few hundred bytes of nested aliases expand to 10^8 values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "YAML aliases are not allowed in bundle data", mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(body: bytes) -> Any:
+    """Parse a data.yaml document (safe types, no aliases); yaml.YAMLError on bad input."""
+    return yaml.load(body, Loader=_NoAliasLoader)  # a SafeLoader subclass: safe types only
+
+
 class Number(str):
     """A JSON number literal kept exactly as written (`1.50` stays `1.50`)."""
 
@@ -97,7 +112,7 @@ def hash_input(name: str, body: bytes) -> bytes:
         return body
     try:
         if base == "data.yaml":
-            return canonical_json(yaml.safe_load(body)).encode()
+            return canonical_json(load_yaml(body)).encode()
         return canonical_document(body)
     except (ValueError, TypeError, RecursionError, yaml.YAMLError) as exc:
         raise BundleFormatError(f"{name}: cannot hash structured file: {exc}") from exc

@@ -15,6 +15,7 @@ import pytest
 
 from ig_gate.bundles.archive import Limits, build_bundle, pack, read_bundle, replace_files, write_bundle
 from ig_gate.bundles.errors import BundleFormatError
+from ig_gate.bundles.filehash import file_digest
 
 from .conftest import DATA_JSON, ZT_REGO, member, raw_tgz, write_tree
 
@@ -246,3 +247,17 @@ def test_data_yaml_is_data_and_json_must_be_utf8():
         read_bundle(raw_tgz([("data.json", '{"a": 1}'.encode("utf-16"))]))
     with pytest.raises(BundleFormatError, match="invalid YAML"):
         read_bundle(raw_tgz([("data.yaml", b"a: [")]))
+
+
+def _yaml_alias_bomb(levels: int = 8) -> bytes:
+    """~300 bytes that a YAML loader with aliases expands to 10**levels strings."""
+    lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines).encode()
+
+
+def test_yaml_aliases_are_refused_before_anything_expands_them():
+    with pytest.raises(BundleFormatError, match=r"a/data\.yaml: invalid YAML: YAML aliases are not allowed"):
+        read_bundle(raw_tgz([("a/data.yaml", _yaml_alias_bomb())]))
+    with pytest.raises(BundleFormatError, match="aliases are not allowed"):
+        file_digest("a/data.yaml", _yaml_alias_bomb(2))
