@@ -15,11 +15,13 @@ from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from packaging.version import InvalidVersion, Version
 
 from ig_gate.bundles.archive import SIGNATURES, Bundle, build_bundle, read_bundle
 from ig_gate.bundles.detached import sign_blob
-from ig_gate.bundles.errors import BundleError, PinError, SignatureError
+from ig_gate.bundles.errors import BundleError, BundleFormatError, PinError, SignatureError
 from ig_gate.bundles.fsutil import write_atomic
+from ig_gate.bundles.manifest import Expiry, parse_expires
 from ig_gate.bundles.pin import Pin
 from ig_gate.bundles.signing import SIGN_ALGORITHMS, VerificationKey, decode_unverified, sign_bundle
 from ig_gate.bundles.verify import SigstoreOptions, VerifiedBundle, VerifyOptions, verify_bundle
@@ -49,6 +51,29 @@ def read(path: str | Path, what: str) -> bytes:
         raise UsageError(f"{what} {path}: is a directory") from None
 
 
+def _write(path: str | Path, data: bytes, mode: int = 0o644) -> None:
+    """write_atomic, with a failure named by the file the user asked for (not the temp file)."""
+    try:
+        write_atomic(Path(path), data, mode)
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def _expires_arg(value: str) -> Expiry:
+    try:
+        return parse_expires(value)
+    except BundleFormatError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not YYYY-MM-DD or an ISO 8601 datetime") from None
+
+
+def _version_arg(value: str) -> str:
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a PEP 440 version") from None
+    return value
+
+
 def _emit(obj: Any) -> int:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
     return 0
@@ -76,8 +101,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    write_atomic(key_path, private_pem, mode=0o600)
-    write_atomic(pub_path, public_pem)
+    _write(key_path, private_pem, mode=0o600)
+    _write(pub_path, public_pem)
     return _emit({"alg": args.alg, "private_key": str(key_path), "public_key": str(pub_path)})
 
 
@@ -94,7 +119,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         channel=args.channel,
         revision=args.revision,
     )
-    write_atomic(Path(args.out), bundle.archive)
+    _write(args.out, bundle.archive)
     return _emit(
         {
             "out": args.out,
@@ -123,9 +148,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
     signed = sign_bundle(read_bundle(archive), key_material, alg=alg, key_id=args.key_id, scope=args.scope)
     sig_path = _sig_path(args.file)
     detached = None if alg == "HS256" else sign_blob(signed.archive, key_material)
-    write_atomic(Path(args.file), signed.archive)
+    _write(args.file, signed.archive)
     if detached is not None:
-        write_atomic(sig_path, detached + b"\n")
+        _write(sig_path, detached + b"\n")
     else:
         sig_path.unlink(missing_ok=True)  # a stale detached signature would no longer match
     detached_path = str(sig_path) if detached else None
@@ -342,8 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("src", metavar="SRC_DIR", help="policy source directory (e.g. policies/)")
     build.add_argument("--out", required=True, metavar="FILE.tgz", help="archive to write (atomically)")
-    build.add_argument("--version", help="PEP 440 bundle version for the manifest (e.g. 2.1.0)")
-    build.add_argument("--expires", help="YYYY-MM-DD (end of that day UTC) or an ISO 8601 datetime")
+    build.add_argument("--version", type=_version_arg, help="PEP 440 bundle version (e.g. 2.1.0)")
+    build.add_argument(
+        "--expires", type=_expires_arg, help="YYYY-MM-DD (end of that day UTC) or an ISO 8601 datetime"
+    )
     build.add_argument("--channel", help="release channel recorded in the manifest (dev, staging, prod)")
     build.add_argument("--revision", help="OPA revision (default: VERSION+content hash, or the content hash)")
     build.set_defaults(func=cmd_build)

@@ -209,6 +209,8 @@ def test_detached_signature_mismatch_and_requirement(cli, signed):
         ["pack", "frobnicate"],
         ["keygen"],
         ["pack", "build", "no-such-dir", "--out", "x.tgz"],
+        ["pack", "build", ".", "--out", "x.tgz", "--expires", "tomorrow"],
+        ["pack", "build", ".", "--out", "x.tgz", "--version", "banana"],
     ],
 )
 def test_usage_errors_exit_2_with_one_line(cli, argv, tmp_path, monkeypatch):
@@ -216,6 +218,14 @@ def test_usage_errors_exit_2_with_one_line(cli, argv, tmp_path, monkeypatch):
     code, _, err = cli(*argv)
     assert code == 2
     one_line_error(err)
+
+
+def test_unwritable_output_is_named_and_nothing_is_left_behind(cli, policy_src, tmp_path):
+    (tmp_path / "plain-file").write_bytes(b"")
+    out = tmp_path / "plain-file" / "policy.tgz"
+    code, _, err = cli("pack", "build", policy_src, "--out", out)
+    assert code == 1 and f"{out}: cannot write" in one_line_error(err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain-file", "src"]
 
 
 def test_inspect_shows_manifest_files_and_unverified_signature(cli, signed):
