@@ -9,8 +9,9 @@ so that a warm request costs no network round trip. Staleness bound: an event wr
 is enforced here at most `cache_ttl_s` later; a write through THIS store is visible here at once.
 
 Errors of Redis itself raise RiskStoreError (the gate treats them as failure-mode events). After a
-failure the store fails fast (no network) for `retry_after_s`, so a dead Redis does not stall every
-request on a socket timeout.
+connection failure or timeout the store fails fast (no network) for `retry_after_s`, so a dead Redis
+does not stall every request on a socket timeout; a command Redis refuses (e.g. WRONGTYPE) raises
+without that back-off.
 """
 
 from __future__ import annotations
@@ -154,20 +155,27 @@ class RedisRiskStore:
         name, ttl_ms = self.prefix + "once:" + key, max(1, int(ttl_s * 1000))
         return bool(self._call(lambda: self.redis.set(name, "1", px=ttl_ms, nx=True)))
 
+    def remember(self, key: str, ttl_s: float) -> None:
+        """Keep a claim for ttl_s from now (the event it guarded was applied)."""
+        name, ttl_ms = self.prefix + "once:" + key, max(1, int(ttl_s * 1000))
+        self._call(lambda: self.redis.set(name, "1", px=ttl_ms))
+
     def release(self, key: str) -> None:
-        """Forget a claim (the event it guarded could not be applied and may be sent again)."""
-        self._call(self.redis.delete, self.prefix + "once:" + key)
+        """Forget a claim (the event it guarded could not be applied and may be sent again); tried even
+        while the store fails fast, since the write that failed may have failed for another reason."""
+        self._call(self.redis.delete, self.prefix + "once:" + key, back_off=False)
 
     # -- shared -----------------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._clock() < self._down_until:
+    def _call(self, fn: Callable[..., Any], *args: Any, back_off: bool = True) -> Any:
+        if back_off and self._clock() < self._down_until:
             raise RiskStoreError(f"risk store {self.where}: unavailable ({self._last_error}); retrying soon")
         try:
             return fn(*args)
         except redis.RedisError as exc:
             self._last_error = f"{type(exc).__name__}: {exc}"
-            self._down_until = self._clock() + self._retry_after
+            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):  # unreachable: stop asking
+                self._down_until = self._clock() + self._retry_after
             log.warning("risk store %s failed: %s", self.where, self._last_error)
             raise RiskStoreError(f"risk store {self.where}: {self._last_error}") from None
 

@@ -27,7 +27,7 @@ from ig_gate.sidecar import coprocessor, forward_auth, opa_api, ops
 from ig_gate.sidecar.asgi_io import ASGIApp
 from ig_gate.sidecar.proxy import proxy_extension
 from ig_gate.sidecar.ssf import ssf_extension
-from ig_gate.sidecar.wiring import PolicyWiring, Sidecar, wire
+from ig_gate.sidecar.wiring import PolicyWiring, Sidecar, close_gate, wire
 
 CONFIG_ENV = "IG_SIDECAR_CONFIG"  # the config path for `app_from_env` (multi-worker `ig-gate serve`)
 
@@ -80,7 +80,7 @@ def create_app(
                 yield
         finally:
             policy.close()
-            gate.close()
+            close_gate(gate)
 
     app = Starlette(routes=routes, lifespan=lifespan)
     fallbacks = [e.fallback for e in extensions if e.fallback is not None]

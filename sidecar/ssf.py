@@ -6,7 +6,12 @@ algorithms `ssf.algorithms`); `iss` is `ssf.issuer` and `aud` names `ssf.audienc
 (not older than the replay window, not in the future) and a non-empty `events` object; its (iss, jti)
 was not received before within the replay window (remembered in Redis when the risk store is Redis, so
 every replica refuses a replay). Otherwise 400 with RFC 8935's `{"err", "description"}`; a risk store
-that cannot be written gives 503 (the transmitter should retry; the jti is released).
+that cannot be written gives 503 (the transmitter should retry): the jti is released, and a jti whose
+release fails too is only held for `PENDING_S` (it is claimed for that long until its events are applied).
+
+Metrics (in the gate's registry): `ig_gate_ssf_sets_total{outcome}` — accepted, replayed, unavailable, or
+the RFC 8935 error code — and `ig_gate_ssf_events_total{type}` for the events of accepted SETs (the CAEP
+event name, or "other").
 
 CAEP events -> risk store (session keys are a token's `sid`, else `sub`):
 | event                      | effect                                                          |
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jwt
+from prometheus_client import CollectorRegistry, Counter
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
@@ -55,6 +61,7 @@ PATH = "/ssf/events"
 CONTENT_TYPE = "application/secevent+jwt"
 CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
 REPLAY_WINDOW_S = 86_400.0  # a SET older than this is refused; its jti is remembered this long
+PENDING_S = 60.0  # a jti is claimed this long while its events are applied (then for REPLAY_WINDOW_S)
 MAX_SET_BYTES = 65_536
 MAX_KEY_CHARS = 512
 _TYPS = frozenset({"secevent+jwt", "application/secevent+jwt"})
@@ -70,10 +77,21 @@ Payload = Mapping[str, Any]
 class SETRejected(Exception):
     """A SET that is refused: `err` is an RFC 8935 error code, `description` safe to return."""
 
+    outcome = ""  # the metrics label when it is not `err`
+
     def __init__(self, err: str, description: str) -> None:
         super().__init__(f"{err}: {description}")
         self.err = err
         self.description = description
+
+
+class SETReplayed(SETRejected):
+    """A SET whose (iss, jti) was already received within the replay window."""
+
+    outcome = "replayed"
+
+    def __init__(self) -> None:
+        super().__init__("invalid_request", "SET already received (jti replayed)")
 
 
 class ReplayGuard(Protocol):
@@ -81,6 +99,9 @@ class ReplayGuard(Protocol):
 
     def claim_once(self, key: str, ttl_s: float) -> bool:
         """True the first time key is claimed within ttl_s, False afterwards."""
+
+    def remember(self, key: str, ttl_s: float) -> None:
+        """Keep a claim for ttl_s from now."""
 
     def release(self, key: str) -> None:
         """Forget a claim."""
@@ -102,11 +123,19 @@ class MemoryReplayGuard:
             deadline = self._seen.get(key)
             if deadline is not None and deadline > now:
                 return False
-            self._seen[key] = now + ttl_s
-            self._seen.move_to_end(key)
-            while len(self._seen) > self._max:
-                self._seen.popitem(last=False)
+            self._keep(key, now + ttl_s)
             return True
+
+    def remember(self, key: str, ttl_s: float) -> None:
+        """Keep a claim for ttl_s from now."""
+        with self._lock:
+            self._keep(key, self._clock() + ttl_s)
+
+    def _keep(self, key: str, deadline: float) -> None:
+        self._seen[key] = deadline
+        self._seen.move_to_end(key)
+        while len(self._seen) > self._max:
+            self._seen.popitem(last=False)
 
     def release(self, key: str) -> None:
         """Forget a claim."""
@@ -236,6 +265,33 @@ class EventPlanner:
         return [Action("raise_risk", key, risk, reason) for key in keys.targets]
 
 
+class SSFMetrics:
+    """The receiver's counters, registered in the gate's metrics registry (label values are bounded)."""
+
+    OUTCOMES = frozenset({"accepted", "replayed", "unavailable", "invalid_request", "invalid_key",
+                          "authentication_failed", "invalid_audience", "invalid_issuer"})
+    EVENT_TYPES = frozenset({"session-revoked", "risk-level-change", "assurance-level-change",
+                             "device-compliance-change", "token-claims-change"})
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._sets = Counter(
+            "ig_gate_ssf_sets", "Security Event Tokens received, by outcome.", ("outcome",), registry=registry
+        )
+        self._events = Counter(
+            "ig_gate_ssf_events", "Events of accepted SETs, by CAEP event type.", ("type",), registry=registry
+        )
+
+    def received(self, outcome: str) -> None:
+        """Count one SET by its outcome."""
+        self._sets.labels(outcome if outcome in self.OUTCOMES else "invalid_request").inc()
+
+    def events(self, event_types: Any) -> None:
+        """Count the events of one accepted SET by type."""
+        for event_type in event_types:
+            name = str(event_type).removeprefix(CAEP)
+            self._events.labels(name if name in self.EVENT_TYPES else "other").inc()
+
+
 class SETReceiver:
     """Verifies pushed SETs and applies their events to the risk store."""
 
@@ -246,6 +302,7 @@ class SETReceiver:
         store: RiskStore,
         replay: ReplayGuard,
         *,
+        metrics: SSFMetrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         ssf = settings.ssf
@@ -260,21 +317,31 @@ class SETReceiver:
         self._store = store
         self._replay = replay
         self._planner = EventPlanner(settings.identity.risk_claim)
+        self._metrics = metrics
         self._clock = clock
 
     def receive(self, token: str) -> list[Action]:
         """Verify token and apply its events; the actions applied. SETRejected, or the store's errors."""
         claims = self._verify(token)
         actions = self._planner.plan(claims)
-        key = hashlib.sha256(f"{claims['iss']}\x1f{claims['jti']}".encode()).hexdigest()
-        if not self._replay.claim_once("ssf-jti:" + key, REPLAY_WINDOW_S):
-            raise SETRejected("invalid_request", "SET already received (jti replayed)")
+        key = "ssf-jti:" + hashlib.sha256(f"{claims['iss']}\x1f{claims['jti']}".encode()).hexdigest()
+        if not self._replay.claim_once(key, PENDING_S):
+            raise SETReplayed
         try:
             for action in actions:
                 action.apply(self._store)
         except Exception:
-            self._replay.release("ssf-jti:" + key)
+            try:
+                self._replay.release(key)
+            except Exception as exc:  # the claim then lapses after PENDING_S
+                log.warning("SET jti=%.64s: claim not released (%s)", claims["jti"], exc)
             raise
+        try:
+            self._replay.remember(key, REPLAY_WINDOW_S)
+        except Exception as exc:  # applied: a replay is refused for PENDING_S only
+            log.warning("SET jti=%.64s: replay window not extended (%s)", claims["jti"], exc)
+        if self._metrics is not None:
+            self._metrics.events(claims["events"])
         log.info("SET jti=%.64s from %s: %d risk-store updates", claims["jti"], claims["iss"], len(actions))
         return actions
 
@@ -316,18 +383,19 @@ class SETReceiver:
 class SSFEndpoint:
     """The pure-ASGI `POST /ssf/events` endpoint (RFC 8935 push delivery)."""
 
-    def __init__(self, receiver: SETReceiver) -> None:
+    def __init__(self, receiver: SETReceiver, metrics: SSFMetrics) -> None:
         self.receiver = receiver
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = _header_value(scope["headers"], b"content-type")
         if content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
-            await _refuse(send, "invalid_request", f"Content-Type must be {CONTENT_TYPE}")
+            await self._refuse(send, "invalid_request", f"Content-Type must be {CONTENT_TYPE}")
             return
         try:
             body = await read_body(receive, MAX_SET_BYTES)
         except BodyTooLarge:
-            await _refuse(send, "invalid_request", f"SET larger than {MAX_SET_BYTES} bytes")
+            await self._refuse(send, "invalid_request", f"SET larger than {MAX_SET_BYTES} bytes")
             return
         if body is None:
             return
@@ -335,20 +403,22 @@ class SSFEndpoint:
             token = body.decode("ascii").strip()
             await run_in_threadpool(self.receiver.receive, token)
         except UnicodeDecodeError:
-            await _refuse(send, "invalid_request", "body is not a compact JWS")
+            await self._refuse(send, "invalid_request", "body is not a compact JWS")
         except SETRejected as exc:
             log.info("SET refused: %s", exc)
-            await _refuse(send, exc.err, exc.description)
+            await self._refuse(send, exc.err, exc.description, exc.outcome)
         except Exception as exc:  # the risk store could not be written: the transmitter retries
             log.warning("SET not applied: %s", exc)
+            self.metrics.received("unavailable")
             await respond_json(send, 503, {"err": "temporarily_unavailable",
                                            "description": "risk store unavailable; retry later"})
         else:
+            self.metrics.received("accepted")
             await respond(send, 202, [], b"")
 
-
-async def _refuse(send: Send, err: str, description: str) -> None:
-    await respond_json(send, 400, {"err": err, "description": description})
+    async def _refuse(self, send: Send, err: str, description: str, outcome: str = "") -> None:
+        self.metrics.received(outcome or err)
+        await respond_json(send, 400, {"err": err, "description": description})
 
 
 def _header_value(headers: Any, name: bytes) -> str:
@@ -371,7 +441,8 @@ def ssf_extension(settings: Settings, gate: Gate) -> Extension | None:
     store = gate.risk_store
     replay = store if isinstance(store, RedisRiskStore) else MemoryReplayGuard()
     jwks = JWKSet.from_source(source)
-    receiver = SETReceiver(jwks, settings, store, replay)
+    metrics = SSFMetrics(gate.metrics.registry)
+    receiver = SETReceiver(jwks, settings, store, replay, metrics=metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
@@ -381,4 +452,5 @@ def ssf_extension(settings: Settings, gate: Gate) -> Extension | None:
         finally:
             jwks.close()
 
-    return Extension(routes=[Route(PATH, SSFEndpoint(receiver), methods=["POST"])], lifespan=lifespan)
+    route = Route(PATH, SSFEndpoint(receiver, metrics), methods=["POST"])
+    return Extension(routes=[route], lifespan=lifespan)

@@ -113,6 +113,14 @@ def build_gate(
     )
 
 
+def close_gate(gate: Gate) -> None:
+    """Close the gate (decision log, key-set refreshers) and its risk store's connections."""
+    gate.close()
+    close_store = getattr(gate.risk_store, "close", None)  # RedisRiskStore has a connection pool
+    if callable(close_store):
+        close_store()
+
+
 def wire(settings: Settings) -> tuple[Gate, PolicyWiring]:
     """The sidecar's gate and its policy source, sharing one metrics registry."""
     metrics = GateMetrics(tenants=settings.metrics.tenants)

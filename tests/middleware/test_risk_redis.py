@@ -200,3 +200,27 @@ def test_a_dead_redis_fails_closed_through_the_middleware(world: World):
     gate.close()
     assert response.status_code == 503
 
+
+
+def test_a_command_redis_refuses_raises_without_failing_fast(stores, redis_url, prefix):
+    a, _ = stores
+    raw = redis.Redis.from_url(redis_url)
+    raw.set(prefix + "s:sid-wrongtype", "not a hash")
+    with pytest.raises(RiskStoreError, match="WRONGTYPE"):
+        a.revoke("sid-wrongtype", reason="r")
+    assert a.status()["available"] is True  # Redis answered: no back-off for the other keys
+    a.revoke("sid-fine", reason="r")
+    assert a.get("sid-fine").revoked
+    raw.close()
+
+
+def test_replay_claims_are_short_until_remembered_and_can_be_released(stores, redis_url, prefix):
+    a, b = stores
+    raw = redis.Redis.from_url(redis_url)
+    assert a.claim_once("jti-1", 60) and not b.claim_once("jti-1", 60)  # shared by replicas
+    assert 0 < raw.pttl(prefix + "once:jti-1") <= 60_000
+    a.remember("jti-1", 86_400)
+    assert raw.pttl(prefix + "once:jti-1") > 60_000
+    b.release("jti-1")
+    assert a.claim_once("jti-1", 60)
+    raw.close()

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import redis
 from starlette.testclient import TestClient
 
 from ig_gate.middleware.settings import ConfigError, Settings
@@ -333,6 +334,70 @@ def test_an_ssf_receiver_without_issuer_or_audience_is_a_config_error(world, tra
     broken = world.settings(ssf={"transmitter_jwks": settings.ssf.transmitter_jwks, "issuer": TRANSMITTER})
     with pytest.raises(ConfigError, match=r"^ssf\.audience: required"):
         build_app(broken)
+
+
+def metric(client: Any, sample: str) -> float:
+    """The value of one sample line of /metrics (0 when absent)."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_sets_are_counted_by_outcome_and_their_events_by_type(world, transmitter, sidecar):
+    token = make_set(transmitter, {**REVOKE, CAEP + "session-presented": {}}, sub_id=opaque("sess-m"))
+    assert push(sidecar, token).status_code == 202
+    assert push(sidecar, token).status_code == 400  # replayed
+    impostor = make_keypair("ES256", "ssf-1")
+    assert push(sidecar, make_set(impostor, REVOKE, sub_id=opaque("sess-m"))).status_code == 400
+    assert metric(sidecar, 'ig_gate_ssf_sets_total{outcome="accepted"}') == 1
+    assert metric(sidecar, 'ig_gate_ssf_sets_total{outcome="replayed"}') == 1
+    assert metric(sidecar, 'ig_gate_ssf_sets_total{outcome="authentication_failed"}') == 1
+    assert metric(sidecar, 'ig_gate_ssf_events_total{type="session-revoked"}') == 1
+    assert metric(sidecar, 'ig_gate_ssf_events_total{type="other"}') == 1
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_server(tmp_path_factory.mktemp("ssf-redis")) as url:
+        yield url
+
+
+@pytest.mark.integration
+def test_a_set_the_risk_store_could_not_apply_is_accepted_when_sent_again(
+    world, transmitter, tmp_path, redis_url
+):
+    raw = redis.Redis.from_url(redis_url)
+    raw.set("ig-gate:s:sess-wrongtype", "not a hash")  # the store's write for this session fails
+    settings = ssf_settings(world, transmitter, tmp_path, risk_store={"redis_url": redis_url})
+    token = make_set(transmitter, REVOKE, sub_id=opaque("sess-wrongtype"))
+    with TestClient(build_app(settings), client=PROXY_PEER) as client:
+        failed = push(client, token)
+        assert (failed.status_code, failed.json()["err"]) == (503, "temporarily_unavailable")
+        assert metric(client, 'ig_gate_ssf_sets_total{outcome="unavailable"}') == 1
+        raw.delete("ig-gate:s:sess-wrongtype")
+        assert push(client, token).status_code == 202  # the jti was released: the retry is applied
+        assert ask(client, world.token(sid="sess-wrongtype")) == 401
+        assert push(client, token).status_code == 400  # and now it is remembered
+    claim = next(raw.scan_iter("ig-gate:once:ssf-jti:*"))
+    assert raw.pttl(claim) > 86_000_000  # the replay window, not the short pending claim
+    raw.close()
+
+
+@pytest.mark.integration
+def test_the_redis_risk_store_is_closed_at_shutdown(world, transmitter, tmp_path, redis_url):
+    raw = redis.Redis.from_url(redis_url)
+
+    def connections() -> int:  # the sidecar's, named by its URL
+        return sum(1 for client in raw.client_list() if client["name"] == "ig-close-test")
+
+    url = redis_url + "?client_name=ig-close-test"
+    settings = ssf_settings(world, transmitter, tmp_path, risk_store={"redis_url": url})
+    with TestClient(build_app(settings), client=PROXY_PEER) as client:
+        assert ask(client, world.token(sid="sess-close")) == 200  # the store reads Redis
+        assert connections() >= 1
+    wait_until(lambda: connections() == 0, 5, "the sidecar's Redis connections to close")
+    raw.close()
 
 
 def test_without_transmitter_jwks_there_is_no_ssf_route(world, tmp_path):
