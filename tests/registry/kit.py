@@ -19,14 +19,17 @@ START = dt.datetime(2026, 11, 5, 12, 0, tzinfo=dt.UTC)
 _sources = itertools.count()
 
 
-def policy_source(root: Path, label: str, *, broken: bool = False) -> Path:
+def policy_source(root: Path, label: str, *, broken: bool = False, allow: bool | None = None) -> Path:
     """A bundle source whose decision names its label twice: once in Rego, once from data.json.
 
     A reader that ever saw Rego from one bundle and data from another would get two different labels.
+    With allow set, the decision is the gate's `{allow, reasons}` instead of echoing `input.user`
+    (for tests through a Gate, whose input has no user).
     """
     src = root / f"src-{next(_sources)}-{label}"
     src.mkdir(parents=True)
-    rule = f'decision := {{"rego": "{label}", "data": data.labels.current, "user": input.user}}'
+    echo = '"user": input.user' if allow is None else f'"allow": {str(allow).lower()}, "reasons": ["{label}"]'
+    rule = f'decision := {{"rego": "{label}", "data": data.labels.current, {echo}}}'
     (src / "swap.rego").write_text(f"package test.swap\n\n{'decision := {' if broken else rule}\n")
     (src / "data.json").write_text(json.dumps({"labels": {"current": label}}))
     return src
@@ -43,12 +46,14 @@ class Built:
 
 
 def build(root: Path, label: str, version: str | None, signer: KeyPair | None, *,
-          expires: str | None = None, detached: KeyPair | bool | None = True, broken: bool = False) -> Built:
+          expires: str | None = None, detached: KeyPair | bool | None = True, broken: bool = False,
+          allow: bool | None = None) -> Built:
     """Build a bundle for label; sign it with signer (OPA signature) unless None.
 
     detached: True signs the archive detached with signer too, a KeyPair with that key, False not at all.
     """
-    bundle = build_bundle(policy_source(root, label, broken=broken), version=version, expires=expires)
+    source = policy_source(root, label, broken=broken, allow=allow)
+    bundle = build_bundle(source, version=version, expires=expires)
     signature = None
     if signer is not None:
         bundle = sign_bundle(bundle, signer.private_pem, alg=signer.alg, key_id=signer.kid)
