@@ -155,6 +155,17 @@ def test_candidate_fine_in_shadow_but_erroring_in_canary_is_reverted_in_canary(r
     assert r.controller.status().last_check.stage == 1 and r.stages == [SHADOW, 1, IDLE]
 
 
+def test_candidate_fine_in_shadow_but_deny_heavy_in_canary_is_reverted_in_canary(rig):
+    r = rig()
+    r.feed(10)
+    r.feed(10, candidate="deny")
+    r.controller.wait_settled()
+    [(candidate, reason)] = r.target.rejected
+    assert candidate is r.candidate and r.target.promoted == []
+    assert reason.startswith("rollout reverted at canary stage 1") and "deny rate 1.000 vs 0.000" in reason
+    assert r.controller.assign("tenant-1", None) is None and r.events[-1] == "rollout_reverted"
+
+
 def test_a_candidate_that_allows_what_the_active_denies_is_reverted_too(rig):
     r = rig()
     r.feed(10, active="deny", candidate="allow")

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 REPO = "policies/rollout"
 TENANTS = [f"tenant-{i}" for i in range(24)]
+LATE_TENANTS = [f"late-{i}" for i in range(24)]  # traffic that only shows up once a canary is under way
 MIN_SAMPLES = 20
 _sources = itertools.count()
 
@@ -91,7 +92,7 @@ def world(tmp_path: Path, registry, signer, trusted_key, clock):
         made.append((controller, gate))
         return manager, controller, gate
 
-    bearer = {t: tokens.session_token(idp, tenant=t, sub=f"user-{t}") for t in TENANTS}
+    bearer = {t: tokens.session_token(idp, tenant=t, sub=f"user-{t}") for t in TENANTS + LATE_TENANTS}
     yield World(tmp_path, signer, client, settings, bearer, manager_and_gate)
     for controller, gate in made:
         controller.close()
@@ -103,12 +104,14 @@ def request(world: World, tenant: str) -> GateRequest:
     return GateRequest("POST", "/graphql", b"", headers, "203.0.113.5", b'{"query": "{ me { id } }"}')
 
 
-def decide_until(gate: Gate, world: World, controller: RolloutController, stage: int) -> list:
-    """Send requests round-robin over the tenants until `stage` is judged; (tenant, reasons) of each."""
+def decide_until(
+    gate: Gate, world: World, controller: RolloutController, stage: int, tenants: list[str] = TENANTS
+) -> list:
+    """Send requests round-robin over tenants until `stage` is judged; (tenant, reasons) of each."""
     assert controller.stage_index == stage
     before = controller.status().last_check
     seen = []
-    for tenant in itertools.islice(itertools.cycle(TENANTS), 2000):
+    for tenant in itertools.islice(itertools.cycle(tenants), 2000):
         decision = gate.decide(request(world, tenant))
         assert decision.outcome in ("allow", "deny"), decision
         seen.append((tenant, decision.reasons))
@@ -195,3 +198,28 @@ def test_a_candidate_that_cannot_be_persisted_is_withdrawn_and_offered_again(wor
         assert manager.poll_once() == "candidate" and world.client.fetches == fetches + 2
     finally:
         controller.close()
+
+
+def test_a_candidate_that_denies_only_traffic_arriving_during_the_canary_is_reverted_in_the_canary(world):
+    manager, controller, gate = world.manager_and_gate()
+    world.publish("1.0.0", '{"allow": true, "reasons": ["v1"]}')
+    manager.poll_once()
+    late_deny = (  # the decision, then the rule it reads
+        '{"allow": true, "deny": late, "reasons": ["v2"]}\n\n'
+        'default late := false\n\nlate if startswith(input.tenant, "late-")'
+    )
+    v2 = world.publish("1.1.0", late_deny)
+    assert manager.poll_once() == "candidate"
+    decide_until(gate, world, controller, SHADOW)  # early tenants only: v2 agrees with v1
+    assert controller.stage_index == 1 and controller.status().last_check.passed
+
+    decide_until(gate, world, controller, 1, LATE_TENANTS)  # the canary's share of late tenants: denied
+    controller.wait_settled()
+    check = controller.status().last_check
+    assert not check.passed and check.stage == 1 and "deny rate 1.000 vs 0.000" in check.breaches[0]
+    status = manager.status()
+    assert status.rejected == (v2,) and status.active.version == "1.0.0" and controller.stage_index == IDLE
+    assert {gate.decide(request(world, t)).reasons for t in LATE_TENANTS} == {("v1",)}
+    assert metric(gate, "ig_gate_rollout_reverts_total") == 1
+    assert metric(gate, "ig_gate_decisions_by_role_total", role="candidate", outcome="deny") == MIN_SAMPLES
+    assert manager.poll_once() == "refused"  # not retried
