@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import warnings
 
 import pytest
@@ -16,6 +17,14 @@ from tests.registry.conftest import start_registry
 pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "publisher", "pw-Xq7-never-print-me"
+
+
+def leaked(text: str) -> bool:
+    """Whether text carries the password, plainly or as a Basic credential (any of its base64 forms)."""
+    forms = {PASSWORD, "pw-Xq7"}
+    for secret in (f"{USER}:{PASSWORD}", f"{USER}:{PASSWORD}-wrong"):
+        forms.add(base64.b64encode(secret.encode()).decode().rstrip("="))
+    return any(form in text for form in forms)
 
 
 def bcrypt_hash(password: str) -> str:
@@ -41,11 +50,13 @@ def auth_registry(tmp_path_factory):
         local.stop()
 
 
-def test_env_credentials_authenticate_push_and_pull(auth_registry):
+def test_env_credentials_authenticate_push_and_pull_and_are_never_logged(auth_registry, caplog):
+    caplog.set_level(logging.DEBUG)  # every library's debug output too (oras, requests, urllib3)
     env = {"IG_GATE_REGISTRY_USERNAME": USER, "IG_GATE_REGISTRY_PASSWORD": PASSWORD}
     client = RegistryClient(auth_registry.host, plain_http=True, env=env)
     digest = client.push("policies/private", "dev", b"archive bytes")
     assert client.fetch("policies/private", digest).archive == b"archive bytes"
+    assert caplog.records and not leaked(caplog.text) and not leaked(repr(client))
 
 
 def test_docker_config_credentials_authenticate(auth_registry, tmp_path):
@@ -62,14 +73,15 @@ def test_missing_credentials_say_authentication_required(auth_registry, tmp_path
         client.resolve("policies/private", "dev")
 
 
-def test_wrong_password_fails_without_printing_it(auth_registry, monkeypatch, capsys, tmp_path):
+def test_wrong_password_fails_without_printing_it(auth_registry, monkeypatch, capsys, caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("IG_GATE_REGISTRY_USERNAME", USER)
     monkeypatch.setenv("IG_GATE_REGISTRY_PASSWORD", PASSWORD + "-wrong")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     code = main(["channels", "--registry", auth_registry.host, "--repo", "policies/private", "--plain-http"])
     out, err = capsys.readouterr()
     assert code == 1 and "authentication failed" in err
-    assert PASSWORD not in out + err and "pw-Xq7" not in out + err
+    assert not leaked(out + err + caplog.text)
 
 
 def test_env_credentials_win_over_docker_config_and_repr_hides_the_password(tmp_path):
