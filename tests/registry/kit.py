@@ -63,6 +63,16 @@ def build(root: Path, label: str, version: str | None, signer: KeyPair | None, *
     return Built(bundle.archive, signature, label, version)
 
 
+class CountingClient(RegistryClient):
+    """The real client, counting downloads (to prove that an unchanged or refused digest is not fetched)."""
+
+    fetches = 0
+
+    def fetch(self, repository, digest):
+        self.fetches += 1
+        return super().fetch(repository, digest)
+
+
 def publish(client: RegistryClient, repository: str, channel: str, built: Built) -> str:
     """Push a built bundle under channel; return the OCI digest."""
     return client.push(repository, channel, built.archive, built.signature)

@@ -14,22 +14,12 @@ from ig_gate.bundles.manager import BundleManager
 from ig_gate.bundles.pin import Pin
 from ig_gate.bundles.registry import RegistryClient, sha256_digest
 from ig_gate.bundles.verify import VerifyOptions
-from tests.registry.kit import QUERY, build, publish
+from tests.registry.kit import QUERY, CountingClient, build, publish
 from tests.support.procs import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
 _repos = itertools.count()
-
-
-class CountingClient(RegistryClient):
-    """The real client, counting downloads (to prove an unchanged digest downloads nothing)."""
-
-    fetches = 0
-
-    def fetch(self, repository, digest):
-        self.fetches += 1
-        return super().fetch(repository, digest)
 
 
 @pytest.fixture

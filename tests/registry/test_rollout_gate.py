@@ -24,6 +24,7 @@ from ig_gate.bundles.signing import sign_bundle
 from ig_gate.bundles.verify import VerifyOptions
 from ig_gate.middleware.gate import Gate, GateRequest
 from ig_gate.middleware.settings import Settings, settings_from_dict
+from tests.registry.kit import CountingClient
 from tests.support import tokens
 from tests.support.keys import KeyPair, make_keypair, write_jwks
 
@@ -34,16 +35,6 @@ TENANTS = [f"tenant-{i}" for i in range(24)]
 LATE_TENANTS = [f"late-{i}" for i in range(24)]  # traffic that only shows up once a canary is under way
 MIN_SAMPLES = 20
 _sources = itertools.count()
-
-
-class FetchCounter(RegistryClient):
-    """The real client, counting archive downloads."""
-
-    fetches = 0
-
-    def fetch(self, repository, digest):
-        self.fetches += 1
-        return super().fetch(repository, digest)
 
 
 def publish_policy(
@@ -61,7 +52,7 @@ def publish_policy(
 class World:
     root: Path
     signer: KeyPair
-    client: FetchCounter
+    client: CountingClient
     settings: Settings
     bearer: dict[str, str]  # tenant -> session token
     manager_and_gate: Callable[[], tuple[BundleManager, RolloutController, Gate]]
@@ -80,7 +71,7 @@ def world(tmp_path: Path, registry, signer, trusted_key, clock):
         "rollout": {"stages": [0.5, 1.0], "min_samples": MIN_SAMPLES},
         "metrics": {"tenants": TENANTS},
     })
-    client = FetchCounter(registry.host, plain_http=True, env={}, timeout_s=5.0)
+    client = CountingClient(registry.host, plain_http=True, env={}, timeout_s=5.0)
     made: list[tuple[RolloutController, Gate]] = []
 
     def manager_and_gate() -> tuple[BundleManager, RolloutController, Gate]:
