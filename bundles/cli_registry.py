@@ -3,7 +3,7 @@
 Every command that moves or writes a bundle verifies it first with `--key` (publish refuses an unsigned
 or unverifiable bundle, promote refuses a source that does not verify, pull verifies before writing).
 Errors raise BundleError subclasses (exit 1) or cli.UsageError (exit 2); bundles/cli.py reports them
-in one stderr line. The key options are `pack verify`'s (`--key`, `--alg`, `--key-id`, `--scope`).
+in one stderr line. The key and pin options are `pack verify`'s (cli.add_key_options, cli.pin_from_args).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ig_gate.bundles.archive import read_bundle
+from ig_gate.bundles.cli import add_key_options, pin_from_args, read, verification_key
 from ig_gate.bundles.errors import BundleError
 from ig_gate.bundles.fsutil import write_atomic
-from ig_gate.bundles.pin import Pin
 from ig_gate.bundles.registry import (
     Artifact,
     RegistryClient,
@@ -26,10 +26,10 @@ from ig_gate.bundles.registry import (
     check_tag,
     verify_artifact,
 )
-from ig_gate.bundles.signing import VERIFY_ALGORITHMS, VerificationKey
 from ig_gate.bundles.verify import VerifyOptions
 
 DEFAULT_CHANNELS = ("dev", "staging", "prod")
+
 
 def _argtype(check: Callable[[str], str], name: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
@@ -55,16 +55,14 @@ def _registry_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _trust_arguments(parser: argparse.ArgumentParser) -> None:
     """`pack verify`'s key and pin options (Sigstore bundles do not travel in the registry artifact)."""
-    parser.add_argument("--key", required=True, help="PEM public key, or the HS256 shared-secret file")
-    parser.add_argument("--alg", choices=VERIFY_ALGORITHMS, help="signature algorithm (default: from key)")
-    parser.add_argument("--key-id", help="key id to report (OPA: a configured id wins over the token's)")
-    parser.add_argument("--scope", help="required signature scope")
+    add_key_options(parser, required=True)
     parser.add_argument("--require-version", metavar="SPEC", help='PEP 440 specifiers, e.g. ">=2.0,<3"')
     parser.add_argument("--require-digest", action="append", metavar="sha256:HEX",
                         help="allowed bundle (archive) digest; repeatable")
     parser.add_argument("--require-detached", action="store_true",
                         help="the artifact must carry a detached signature")
-    parser.add_argument("--detached-key", help="public key for the detached signature (default: --key)")
+    parser.add_argument("--detached-key", metavar="PUB",
+                        help="public key for the detached signature (default: --key)")
 
 
 def client_from_args(args: argparse.Namespace) -> RegistryClient:
@@ -84,23 +82,12 @@ def _print(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
 
 
-def _read(path: str | Path, what: str) -> bytes:
-    """Read an input file; a missing one is a usage error (exit 2), as in `pack verify`."""
-    from ig_gate.bundles.cli import UsageError  # imported late: cli.py imports this module
-
-    try:
-        return Path(path).read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
-        raise UsageError(f"{what} {path}: no such file") from None
-
-
 def _options(args: argparse.Namespace) -> VerifyOptions:
     """VerifyOptions from the trust arguments (the detached signature comes from the artifact)."""
-    _read(args.key, "verification key")
     return VerifyOptions(
-        key=VerificationKey.from_file(args.key, alg=args.alg, key_id=args.key_id, scope=args.scope),
-        pin=Pin(args.require_version, frozenset(args.require_digest or ())),
-        detached_key_pem=_read(args.detached_key, "detached key") if args.detached_key else None,
+        key=verification_key(args),
+        pin=pin_from_args(args),
+        detached_key_pem=read(args.detached_key, "detached key") if args.detached_key else None,
         require_detached=args.require_detached,
     )
 
@@ -108,9 +95,9 @@ def _options(args: argparse.Namespace) -> VerifyOptions:
 def cmd_publish(args: argparse.Namespace) -> int:
     """Verify FILE (and FILE.sig, if present) with --key, push it, point --channel at it."""
     options = _options(args)
-    archive = _read(args.file, "bundle")
+    archive = read(args.file, "bundle")
     sig_path = Path(args.signature) if args.signature else Path(f"{args.file}.sig")
-    signature = _read(sig_path, "detached signature") if args.signature or sig_path.is_file() else None
+    signature = read(sig_path, "detached signature") if args.signature or sig_path.is_file() else None
     verified = verify_artifact(archive, signature, options)
     annotations = {"org.opencontainers.image.revision": verified.revision}
     if verified.version is not None:
@@ -138,11 +125,13 @@ def cmd_pull(args: argparse.Namespace) -> int:
     artifact: Artifact = (client.fetch(args.repo, args.digest) if args.digest
                           else client.fetch_tag(args.repo, args.channel))
     verify_artifact(artifact.archive, artifact.signature, options)
-    out = Path(args.out)
+    out, sig_out = Path(args.out), Path(f"{args.out}.sig")
     try:
         write_atomic(out, artifact.archive)
         if artifact.signature is not None:
-            write_atomic(Path(f"{out}.sig"), artifact.signature)
+            write_atomic(sig_out, artifact.signature)
+        else:
+            sig_out.unlink(missing_ok=True)  # a stale signature beside the new archive would not match it
     except OSError as exc:
         raise BundleError(f"{out}: cannot write ({exc.strerror})") from None
     _print({**_summary(artifact.digest, artifact.archive), "out": str(out)})
@@ -163,33 +152,55 @@ def cmd_channels(args: argparse.Namespace) -> int:
     return 0
 
 
+EXIT_CODES = "Exit codes: 0 ok, 1 refused (registry, digest, signature, pin, expiry), 2 usage error."
+CREDENTIALS = ("Registry credentials: IG_GATE_REGISTRY_USERNAME/_PASSWORD, else the Docker config "
+               "($DOCKER_CONFIG/config.json); never printed.")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add publish, promote, pull and channels to the `ig-policy` parser (called by bundles/cli.py)."""
-    publish = subparsers.add_parser("publish", help="verify a signed bundle and push it to a channel")
-    publish.add_argument("file", metavar="FILE.tgz")
+
+    def command(name: str, help: str, description: str) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, help=help, description=f"{description} {CREDENTIALS}",
+                                     epilog=EXIT_CODES)
+
+    publish = command("publish", "verify a signed bundle and push it to a channel",
+                      "Verifies FILE.tgz (and its detached signature) with --key, refuses an unsigned or "
+                      "unverifiable bundle, then pushes it as an OCI artifact and points --channel at it. "
+                      "Prints the OCI digest, version and revision as JSON.")
+    publish.add_argument("file", metavar="FILE.tgz", help="signed bundle (ig-policy pack sign)")
     publish.add_argument("--signature", metavar="FILE.sig", help="detached signature (default: FILE.tgz.sig)")
-    publish.add_argument("--channel", required=True, type=tag_arg)
+    publish.add_argument("--channel", required=True, type=tag_arg, help="tag to set: dev, staging, prod")
     _registry_arguments(publish)
     _trust_arguments(publish)
     publish.set_defaults(func=cmd_publish)
 
-    promote = subparsers.add_parser("promote", help="point one channel at the bundle another channel has")
-    promote.add_argument("--from", dest="source", required=True, type=tag_arg, metavar="CHANNEL")
-    promote.add_argument("--to", dest="target", required=True, type=tag_arg, metavar="CHANNEL")
+    promote = command("promote", "point one channel at the bundle another channel has",
+                      "Pulls the bundle --from points at, verifies it with --key, and points --to at the "
+                      "same manifest digest (nothing is rebuilt or re-signed).")
+    promote.add_argument("--from", dest="source", required=True, type=tag_arg, metavar="CHANNEL",
+                         help="channel to promote from, e.g. dev")
+    promote.add_argument("--to", dest="target", required=True, type=tag_arg, metavar="CHANNEL",
+                         help="channel to point at the same digest, e.g. staging")
     _registry_arguments(promote)
     _trust_arguments(promote)
     promote.set_defaults(func=cmd_promote)
 
-    pull = subparsers.add_parser("pull", help="download and verify a bundle, then write it")
+    pull = command("pull", "download and verify a bundle, then write it",
+                   "Fetches by channel or by OCI digest (digests and sizes checked), verifies with --key, "
+                   "and only then writes --out (and --out.sig when the artifact has a detached signature).")
     which = pull.add_mutually_exclusive_group(required=True)
-    which.add_argument("--channel", type=tag_arg)
-    which.add_argument("--digest", type=digest_arg, help="OCI manifest digest (as `channels` prints)")
-    pull.add_argument("--out", required=True, metavar="FILE")
+    which.add_argument("--channel", type=tag_arg, help="channel tag to pull")
+    which.add_argument("--digest", type=digest_arg, metavar="sha256:HEX",
+                       help="OCI manifest digest (as `channels` prints)")
+    pull.add_argument("--out", required=True, metavar="FILE.tgz", help="where to write the verified bundle")
     _registry_arguments(pull)
     _trust_arguments(pull)
     pull.set_defaults(func=cmd_pull)
 
-    channels = subparsers.add_parser("channels", help="show what each channel points at (JSON)")
+    channels = command("channels", "show what each channel points at (JSON)",
+                       "Prints {channel: {digest, version, revision} or null} for dev, staging and prod "
+                       "(or each --channel). Version and revision are read from the bundle, unverified.")
     channels.add_argument("--channel", action="append", type=tag_arg, help="channel to show (repeatable)")
     _registry_arguments(channels)
     channels.set_defaults(func=cmd_channels)

@@ -149,3 +149,14 @@ def test_usage_errors_exit_2_with_one_line(argv, run, tmp_path, monkeypatch):
 def test_unreachable_registry_is_exit_1(run, capsys):
     code = main(["channels", "--registry", "127.0.0.1:9", "--repo", "policies/x", "--plain-http"])
     assert code == 1 and "unreachable" in capsys.readouterr().err
+
+
+def test_pull_of_an_artifact_without_a_detached_signature_removes_a_stale_one(run, keys, signer, tmp_path):
+    out = tmp_path / "pulled.tgz"
+    for label, detached in (("v1", True), ("v2", False)):
+        bundle = write(tmp_path, build(tmp_path, label, "1.0.0", signer, detached=detached), f"{label}.tgz")
+        assert run("publish", str(bundle), "--channel", "prod", "--key", str(keys["trusted"]))[0] == 0
+        assert run("pull", "--channel", "prod", "--out", str(out), "--key", str(keys["trusted"]))[0] == 0
+        assert (tmp_path / "pulled.tgz.sig").exists() is detached
+    verified = main(["pack", "verify", str(out), "--key", str(keys["trusted"])])
+    assert verified == 0  # no v1 signature left beside the v2 archive
