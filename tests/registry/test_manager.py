@@ -307,3 +307,16 @@ def test_development_mode_without_a_key_accepts_signed_and_unsigned_bundles(
     publish(counting, repo, "prod", build(tmp_path, "unsigned", "1.1.0", None))
     assert manager.poll_once() == "activated"
     assert decision(manager)["rego"] == "unsigned"
+
+
+def test_runbook_pin_to_the_last_good_digest_serves_it_and_refuses_newer_bundles(
+    make_manager, counting, repo, signer, tmp_path
+):
+    publish(counting, repo, "prod", build(tmp_path, "v1", "1.0.0", signer))
+    make_manager().poll_once()
+    pinned_digest = json.loads((tmp_path / "state" / "last-good.json").read_text())["digest"]
+    publish(counting, repo, "prod", build(tmp_path, "v2", "1.1.0", signer))
+    pinned = make_manager(pin=Pin(digests=frozenset({pinned_digest})))  # restarted with the pin
+    assert pinned.load_last_good() is True and decision(pinned)["rego"] == "v1"
+    assert pinned.poll_once() == "refused"
+    assert decision(pinned)["rego"] == "v1" and pinned.status().last_error.kind == "pin"
