@@ -103,6 +103,8 @@ class LastGoodStore:
             raw = self.record_path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise BundleFormatError(f"{where}: last-good record unreadable ({exc.strerror})") from None
         try:
             record = LastGoodRecord.from_json(json.loads(raw), where)
         except ValueError as exc:

@@ -266,7 +266,11 @@ class BundleManager:
                 snapshot = PolicySnapshot.from_verified(verified)
             except BundleError as exc:
                 self._fail("last_good", f"{exc} [{failure_kind(exc)}]")
-                self.store.move_aside(self._clock())
+                try:
+                    self.store.move_aside(self._clock())
+                except OSError as moved:  # never used all the same: it failed verification
+                    self._fail("persist", f"{self.store.state_dir}: cannot move the last-good aside "
+                               f"({moved.strerror})")
                 return False
             with self._lock:
                 self._swap(snapshot, record.source, record.oci_digest, record.channel)
@@ -316,7 +320,7 @@ class BundleManager:
         artifact = self.client.fetch(self.repository, digest)
         state.refused = digest  # until it passes every check below
         verified = self._verify(artifact.archive, artifact.signature, source)
-        check_rollback(verified.version, self.store.read_floor(), self.options.pin.version_spec, source)
+        check_rollback(verified.version, self._floor(), self.options.pin.version_spec, source)
         candidate = Candidate(PolicySnapshot.from_verified(verified), source, digest, artifact.signature)
         state.refused = None
         if self.on_candidate is None:
@@ -327,6 +331,13 @@ class BundleManager:
             state.last_error = None
         self.on_candidate(candidate)
         return "candidate"
+
+    def _floor(self) -> str | None:
+        """The rollback floor: the persisted one, else (file missing or damaged) the active version."""
+        floor = self.store.read_floor()
+        if floor is None and (active := self._state.active_info) is not None:
+            floor = active.version
+        return floor
 
     def _verify(self, archive: bytes, signature: bytes | None, where: str) -> VerifiedBundle:
         options = dataclasses.replace(self.options, now=self._clock())

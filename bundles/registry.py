@@ -375,7 +375,6 @@ class RegistryClient:
         return digest
 
 
-
 def _read_limited(response: requests.Response, limit: int, where: str) -> bytes:
     """Read a streamed body, refusing more than limit bytes."""
     chunks, total = [], 0

@@ -82,3 +82,9 @@ def test_rollback_floor_round_trips_and_survives_moving_last_good_aside(tmp_path
     assert store.read_floor() == "3.1"
     (tmp_path / "rollback-floor.json").write_text("garbage")
     assert store.read_floor() is None
+
+
+def test_an_unreadable_record_is_a_format_error_not_a_crash(tmp_path):
+    (tmp_path / "last-good.json").mkdir()  # reading it fails with an OSError other than "not found"
+    with pytest.raises(BundleFormatError, match="last-good record unreadable"):
+        LastGoodStore(tmp_path).load()

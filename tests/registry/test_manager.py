@@ -320,3 +320,15 @@ def test_runbook_pin_to_the_last_good_digest_serves_it_and_refuses_newer_bundles
     assert pinned.load_last_good() is True and decision(pinned)["rego"] == "v1"
     assert pinned.poll_once() == "refused"
     assert decision(pinned)["rego"] == "v1" and pinned.status().last_error.kind == "pin"
+
+
+def test_a_damaged_rollback_floor_file_still_refuses_an_older_bundle(
+    make_manager, counting, repo, signer, tmp_path
+):
+    publish(counting, repo, "prod", build(tmp_path, "new", "2.0.0", signer))
+    manager = make_manager()
+    manager.poll_once()
+    (tmp_path / "state" / "rollback-floor.json").write_text("{not json")
+    publish(counting, repo, "prod", build(tmp_path, "old", "1.0.0", signer))
+    assert manager.poll_once() == "refused"  # the active bundle's version is the floor then
+    assert decision(manager)["rego"] == "new" and manager.status().last_error.kind == "rollback"
