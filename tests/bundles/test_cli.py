@@ -266,18 +266,21 @@ def example_bundle(cli, tmp_path, signed) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("risk", "posture", "stepup", "outcome"),
+    ("risk", "posture", "stepup", "outcome", "reasons"),
     [
-        ("low", "managed", False, "allow"),
-        ("medium", "managed", False, "stepup"),
-        ("low", "managed", True, "allow"),
-        ("medium", "managed", True, "allow"),
-        ("high", "managed", False, "deny"),
-        ("high", "managed", True, "deny"),
-        ("low", "jailbroken", False, "deny"),
+        ("low", "managed", False, "allow", []),
+        ("low", "managed", True, "allow", []),
+        ("medium", "managed", False, "stepup", ["stepup_required"]),
+        ("medium", "managed", True, "allow", []),
+        ("high", "managed", False, "deny", ["risk_high"]),
+        ("high", "managed", True, "deny", ["risk_high"]),
+        ("low", "jailbroken", False, "deny", ["device_jailbroken"]),
+        ("low", "jailbroken", True, "deny", ["device_jailbroken"]),
     ],
 )
-def test_eval_example_bundle_decisions(cli, tmp_path, example_bundle, signed, risk, posture, stepup, outcome):
+def test_eval_example_bundle_decisions(
+    cli, tmp_path, example_bundle, signed, risk, posture, stepup, outcome, reasons
+):
     doc = {
         "tenant": "acme",
         "session": {"risk": risk, "subject": "alice"},
@@ -290,7 +293,7 @@ def test_eval_example_bundle_decisions(cli, tmp_path, example_bundle, signed, ri
     code, out, err = cli("eval", example_bundle, "--input", tmp_path / "input.json", "--key", signed["pub"])
     assert (code, err) == (0, "")
     decision = json.loads(out)
-    assert {k for k in ("allow", "stepup", "deny") if decision[k]} == {outcome}
+    assert decision == {"allow": False, "stepup": False, "deny": False, outcome: True, "reasons": reasons}
 
 
 def test_eval_refuses_a_bundle_that_does_not_verify(cli, tmp_path, example_bundle):
