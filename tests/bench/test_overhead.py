@@ -102,7 +102,8 @@ def test_quick_run_writes_json_markdown_and_png(tmp_path: Path) -> None:
     assert set(saturation["bare"]["statuses"]) == {"200"}
     assert set(saturation["coprocessor"]["statuses"]) == {"200"}  # a payload it cannot parse gets 400
     assert 0 < saturation["middleware"]["throughput_ratio"]["median"] < 2
-    assert fixed["bare"]["rps"]["median"] == pytest.approx(document["settings"]["fixed_rate_rps"], rel=0.2)
+    target = document["settings"]["fixed_rate_rps"]  # half the saturated rate: unpaced runs would reach ~2x
+    assert 0.5 * target < fixed["bare"]["rps"]["median"] < 1.2 * target
     assert document["unexpected_statuses"] == {}
     assert result.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     assert "| middleware |" in result.with_suffix(".md").read_text()
