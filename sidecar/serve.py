@@ -32,11 +32,26 @@ USAGE = 2
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UPSTREAM_ENV = "IG_GATE_SERVER__UPSTREAM"
 STARTUP_ERRORS = (ConfigError, GeoError, JWKSError, BundleError, OSError, ValueError)
+DESCRIPTION = """Serve the sidecar: POST /apollo/coprocessor (Apollo Router), /authz (nginx, Traefik, Envoy
+forward-auth), the OPA-compatible /v1/data and /health, /ssf/events (IdP risk events, when ssf.* is
+set), /healthz, /readyz, /metrics, /v1/status, and with --upstream a reverse proxy for every other path.
+
+The Data API, /metrics and /v1/status answer without authentication: keep the default loopback bind
+(server.host 127.0.0.1) or let only the gateway, the IdP and Prometheus reach the port."""
+EPILOG = """exit status: 0 after a clean shutdown (SIGTERM/SIGINT drain in-flight requests for
+server.graceful_timeout_s), 2 on a configuration error (one line naming the key), 3 when the address
+cannot be bound."""
 
 
 def register_serve(subparsers: argparse._SubParsersAction) -> None:
     """`ig-gate serve --config FILE [--host] [--port] [--workers] [--upstream URL]`."""
-    serve = subparsers.add_parser("serve", help="run the sidecar (coprocessor, forward-auth, Data API...)")
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the sidecar (coprocessor, forward-auth, Data API...)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--config", metavar="FILE", help="ig-gate.yaml (IG_GATE_* env vars override it)")
     serve.add_argument("--host", help="listen address (default: server.host)")
     serve.add_argument("--port", type=int, help="listen port (default: server.port)")
@@ -54,6 +69,8 @@ def serve_command(args: argparse.Namespace) -> int:
     server = settings.server
     if server.workers < 1:
         return _fail(ConfigError(f"server.workers: must be >= 1, got {server.workers}"))
+    if not 0 < server.port < 65536:
+        return _fail(ConfigError(f"server.port: must be 1-65535, got {server.port}"))
     try:
         app = _build(settings)  # fails here, before listening, on bad keys, key sets, geo DB...
     except STARTUP_ERRORS as exc:

@@ -15,7 +15,7 @@ from ig_gate.sidecar.cli import main
 from tests.middleware.conftest import REPO, US_IP, World
 from tests.support.echo_upstream import argv as echo_upstream
 from tests.support.procs import free_port, running, wait_until
-from tests.support.sidecar import IG_GATE, serve_sidecar
+from tests.support.sidecar import IG_GATE, serve_sidecar, write_config
 
 pytestmark = pytest.mark.integration
 LOOPBACK_IS_A_PROXY = {"trusted_proxies": ["127.0.0.1/32"]}  # the test client stands in for a proxy
@@ -48,6 +48,27 @@ def test_config_errors_at_start_are_one_line_with_the_key_path_and_exit_2(
     assert main(["serve", "--config", str(config), "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and key in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["--port", "70000"], ["--port", "0"], ["--workers", "0"]])
+def test_out_of_range_listen_options_are_config_errors_before_anything_is_built(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    config = write_config(world.settings(), tmp_path / "ig-gate.yaml")
+    assert main(["serve", "--config", str(config), *args]) == 2
+    err = capsys.readouterr().err
+    key = "server." + args[0].removeprefix("--")
+    assert err.count("\n") == 1 and err.startswith(f"ig-gate: ConfigError: {key}: must be")
+
+
+def test_serve_help_names_the_endpoints_the_unauthenticated_ones_and_the_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("/apollo/coprocessor", "/authz", "/v1/data", "/ssf/events", "/readyz", "--upstream",
+                  "without authentication", "127.0.0.1", "2 on a configuration error"):
+        assert words in text
 
 
 def test_sigterm_drains_and_flushes_the_decision_log(world: World, tmp_path: Path) -> None:
