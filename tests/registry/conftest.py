@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from tests.support.keys import KeyPair, make_keypair
 from tests.support.procs import free_port, running
 
 REGISTRY_BINARY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+_repos = itertools.count()
 
 
 @dataclass
@@ -105,3 +107,10 @@ def trusted_key(signer: KeyPair) -> VerificationKey:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
+
+
+@pytest.fixture
+def repo(request: pytest.FixtureRequest) -> str:
+    """A repository of its own for each test (the registry is shared by the tests of a module)."""
+    module = request.module.__name__.rpartition(".")[2].removeprefix("test_").replace("_", "-")
+    return f"policies/{module}-{next(_repos)}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
@@ -11,13 +10,6 @@ from ig_gate.bundles.cli import main
 from tests.registry.kit import Built, build
 
 pytestmark = pytest.mark.integration
-
-_repos = itertools.count()
-
-
-@pytest.fixture
-def repo() -> str:
-    return f"policies/cli-{next(_repos)}"
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 import threading
@@ -18,13 +17,6 @@ from tests.registry.kit import QUERY, CountingClient, build, publish
 from tests.support.procs import free_port, wait_until
 
 pytestmark = pytest.mark.integration
-
-_repos = itertools.count()
-
-
-@pytest.fixture
-def repo() -> str:
-    return f"policies/manager-{next(_repos)}"
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ persisted last-good before the registry answers. This module stops and restarts 
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,9 +26,6 @@ from tests.support.keys import KeyPair, make_keypair, write_jwks
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.integration
-
-_repos = itertools.count()
-
 
 class Sidecar:
     """A started sidecar app (lifespan run) on one registry channel, with its bundle manager."""
@@ -123,10 +119,9 @@ REFUSALS = {
 
 @pytest.mark.parametrize("case", REFUSALS)
 def test_each_refusal_keeps_the_last_good_and_shows_in_status_and_metrics(
-    case, start_sidecar, client, registry, signer, stranger, tmp_path
+    case, start_sidecar, client, registry, repo, signer, stranger, tmp_path
 ):
     kind = REFUSALS[case]
-    repo = f"policies/sidecar-{next(_repos)}"
     publish(client, repo, "prod", build(tmp_path, "good", "2.0.0", signer, allow=True))
     sidecar = start_sidecar(repo, require_version=">=1.0,<3")
     wait_until(lambda: sidecar.manager.current() is not None, 10, "the first bundle to be active")
@@ -145,9 +140,8 @@ def test_each_refusal_keeps_the_last_good_and_shows_in_status_and_metrics(
 
 
 def test_restart_with_the_registry_down_serves_the_last_good_at_once_then_picks_up_a_newer_bundle(
-    start_sidecar, client, registry, signer, tmp_path
+    start_sidecar, client, registry, repo, signer, tmp_path
 ):
-    repo = f"policies/sidecar-{next(_repos)}"
     publish(client, repo, "prod", build(tmp_path, "v1", "1.0.0", signer, allow=True))
     first = start_sidecar(repo)
     wait_until(lambda: first.manager.current() is not None, 10, "the first bundle to be active")
@@ -171,8 +165,9 @@ def test_restart_with_the_registry_down_serves_the_last_good_at_once_then_picks_
     assert restarted.authz() == 200
 
 
-def test_a_corrupted_last_good_is_not_used_at_restart(start_sidecar, client, registry, signer, tmp_path):
-    repo = f"policies/sidecar-{next(_repos)}"
+def test_a_corrupted_last_good_is_not_used_at_restart(
+    start_sidecar, client, registry, repo, signer, tmp_path
+):
     publish(client, repo, "prod", build(tmp_path, "v1", "1.0.0", signer, allow=True))
     first = start_sidecar(repo)
     wait_until(lambda: first.manager.current() is not None, 10, "the first bundle to be active")
