@@ -211,6 +211,7 @@ def test_response_hop_by_hop_headers_are_dropped_and_others_kept(world, sidecar)
     response = httpx.get(f"{sidecar}/echo", headers=auth(world))
     assert response.headers["x-upstream-public"] == "1"
     assert "x-upstream-private" not in response.headers  # named in the upstream's Connection header
+    assert len(response.headers.get_list("date")) == 1  # the sidecar's own, not the upstream's as well
 
 
 def test_a_graphql_body_buffered_by_the_gate_reaches_the_upstream_unchanged(world, sidecar):
