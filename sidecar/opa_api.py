@@ -7,6 +7,10 @@
 
 Errors use OPA's shape: `{"code": "invalid_parameter" | "internal_error", "message": ...}`. Queries run
 on the serving thread (the Rego engines are per thread), like the gate's own decisions.
+
+No authentication (OPA's default too): anyone who reaches the port can evaluate any rule with any input
+and read the bundle's whole data document (`GET /v1/data`). `ig-gate serve` binds 127.0.0.1 by default;
+on another address, let only the gateway and PDP clients reach it (NetworkPolicy, firewall).
 """
 
 from __future__ import annotations
