@@ -3,7 +3,8 @@
 - `POST /v1/data/{path}` with `{"input": ...}` -> `{"result": ..., "decision_id": ...}` (no `result` key
   when the document is undefined, as OPA does).
 - `GET /v1/data/{path}` (optional `?input=<JSON>`).
-- `GET /health` -> 200 `{}`; `GET /health?bundles` -> 200 only while a verified bundle is active, else 500.
+- `GET /health` -> 200 `{}`; `GET /health?bundles` (or `?plugins`: the bundle source is the only plugin)
+  -> 200 only while a verified bundle is active, else 500 with OPA's unhealthy shape `{"code", "error"}`.
 
 Errors use OPA's shape: `{"code": "invalid_parameter" | "internal_error", "message": ...}`. Queries run
 on the serving thread (the Rego engines are per thread), like the gate's own decisions.
@@ -75,8 +76,10 @@ def routes(sidecar: Sidecar) -> list[BaseRoute]:
         return evaluate(request.path_params.get("path", ""), document)
 
     async def health(request: Request) -> Response:
-        if "bundles" in request.query_params and gate.policy.current() is None:
-            return JSONResponse({"error": "no policy bundle is activated"}, status_code=500)
+        params = request.query_params
+        if ("bundles" in params or "plugins" in params) and gate.policy.current() is None:
+            unhealthy = {"code": INTERNAL, "error": "not all configured bundles have been activated"}
+            return JSONResponse(unhealthy, status_code=500)
         return JSONResponse({})
 
     return [

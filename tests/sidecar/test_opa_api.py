@@ -104,7 +104,10 @@ def test_bad_input_query_parameter_gets_opa_shaped_400(served: Served) -> None:
 def test_without_an_active_bundle_health_is_500_and_data_is_an_opa_error(make_sidecar: Any) -> None:
     client = make_sidecar(bundle={"path": "/nonexistent/policy.tgz"})
     assert client.get("/health").status_code == 200
-    assert client.get("/health?bundles").status_code == 500
+    for query in ("bundles", "bundles=true", "plugins"):
+        unhealthy = client.get(f"/health?{query}")
+        assert unhealthy.status_code == 500
+        assert unhealthy.json()["code"] == "internal_error" and unhealthy.json()["error"]  # OPA's shape
     response = client.post("/v1/data/ig/zt/decision", json={"input": {}})
     assert response.status_code == 500 and response.json()["code"] == "internal_error"
 
