@@ -32,7 +32,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 from ig_gate.bundles.errors import PolicyEvalError
-from ig_gate.middleware.decision import BAD_REQUEST, Decision
+from ig_gate.middleware.decision import Decision
 from ig_gate.middleware.gate import GateRequest
 from ig_gate.sidecar.asgi_io import (
     BodyTooLarge,
@@ -65,9 +65,9 @@ class Coprocessor:
     """The pure-ASGI coprocessor endpoint."""
 
     def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
         self.gate = sidecar.gate
         self.responses = sidecar.responses
-        self.ids = sidecar.ids
         self.max_body_bytes = sidecar.settings.server.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,10 +102,7 @@ class Coprocessor:
         try:
             request = _gate_request(payload, string_body)
         except PayloadError as exc:
-            decision = Decision(
-                BAD_REQUEST, ("malformed_request",), self.ids.next(), None, False, True, detail=str(exc)
-            )
-            return self._refuse(answer, decision, string_body)
+            return self._refuse(answer, self.sidecar.malformed(str(exc), graphql=True), string_body)
         decision = self.gate.decide(request)
         if not decision.passes:
             return self._refuse(answer, decision, string_body)

@@ -8,6 +8,11 @@ Where the original request is described (first match wins):
 | Traefik `forwardAuth`     | `X-Forwarded-Method`   | `X-Forwarded-Uri`           |
 | Envoy `ext_authz` (HTTP)  | the request's method   | `/authz<original path>?...` |
 
+A path-prefixed request (`/authz/...`) is Envoy's and its own method and path are the original's: no
+header can override them. On bare `/authz`, nginx's and Traefik's headers are both read, since each proxy
+passes the client's other headers through (Traefik forwards a client-sent `X-Original-URI`, nginx a
+client-sent `X-Forwarded-Uri`): when the two describe different requests, the answer is 400.
+
 The original headers (Authorization, device attestation, X-Forwarded-For...) arrive on the auth request
 itself. The client IP comes from forwarding headers only when the socket peer is a configured trusted
 proxy (`geo.trusted_proxies`), as for the middleware. A body is read only when the proxy forwards one
@@ -53,12 +58,17 @@ class ForwardAuth:
     """The pure-ASGI forward-auth endpoint."""
 
     def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
         self.gate = sidecar.gate
         self.responses = sidecar.responses
         self.max_body_bytes = sidecar.settings.server.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method, path, query = _original_request(scope)
+        try:
+            method, path, query = _original_request(scope)
+        except AmbiguousRequest as exc:
+            await respond(send, *self.responses.http(self.sidecar.malformed(str(exc))))
+            return
         peer = client[0] if (client := scope.get("client")) else None
         headers = scope["headers"]
         body = None
@@ -82,8 +92,15 @@ class ForwardAuth:
         await respond(send, status, out_headers, b"" if scope["method"] == "HEAD" else payload)
 
 
+class AmbiguousRequest(ValueError):
+    """nginx's and Traefik's headers describe different original requests."""
+
+
 def _original_request(scope: Scope) -> tuple[str, str, bytes]:
-    """(method, path, query string) of the request the proxy asks about."""
+    """(method, path, query string) of the request the proxy asks about; AmbiguousRequest when the
+    nginx and Traefik headers disagree."""
+    if len(scope["path"]) > len(PREFIX):  # Envoy: /authz/<original path>
+        return scope["method"], scope["path"][len(PREFIX) :], scope["query_string"]
     nginx_method = nginx_uri = traefik_method = traefik_uri = None
     for name, value in scope["headers"]:
         if name == b"x-original-uri":
@@ -94,13 +111,17 @@ def _original_request(scope: Scope) -> tuple[str, str, bytes]:
             traefik_uri = value
         elif name == b"x-forwarded-method":
             traefik_method = value
+    if None not in (nginx_uri, traefik_uri) and nginx_uri != traefik_uri:
+        raise AmbiguousRequest("X-Original-URI and X-Forwarded-Uri name different requests")
+    methods = {_method(m, scope) for m in (nginx_method, traefik_method) if m is not None}
+    if len(methods) > 1:
+        raise AmbiguousRequest("X-Original-Method and X-Forwarded-Method name different methods")
     uri = nginx_uri if nginx_uri is not None else traefik_uri
     method = nginx_method if nginx_method is not None else traefik_method
-    if uri is not None:
-        path, _, query = uri.partition(b"?")
-        return _method(method, scope), path.decode("latin-1") or "/", query
-    suffix = scope["path"][len(PREFIX) :]  # Envoy: /authz/<original path>
-    return _method(method, scope), suffix or "/", scope["query_string"]
+    if uri is None:
+        return _method(method, scope), "/", scope["query_string"]
+    path, _, query = uri.partition(b"?")
+    return _method(method, scope), path.decode("latin-1") or "/", query
 
 
 def _method(value: bytes | None, scope: Scope) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from ig_gate.bundles.policy import PolicySource
 from ig_gate.bundles.rollout import RolloutController
 from ig_gate.geo.client_ip import ClientIPResolver
-from ig_gate.middleware.decision import DecisionIds
+from ig_gate.middleware.decision import BAD_REQUEST, Decision, DecisionIds
 from ig_gate.middleware.gate import Gate, verify_options
 from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.responses import Responses
@@ -140,3 +140,8 @@ class Sidecar:
 
     def __post_init__(self) -> None:
         self.responses = Responses(self.settings.identity.stepup)
+
+    def malformed(self, detail: str, *, graphql: bool = False) -> Decision:
+        """A 400 refusal of a request the sidecar cannot even describe to the gate (`detail` is returned)."""
+        reasons = ("malformed_request",)
+        return Decision(BAD_REQUEST, reasons, self.ids.next(), None, False, graphql, detail=detail)

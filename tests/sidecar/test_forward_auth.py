@@ -126,3 +126,38 @@ def test_malformed_requests_are_refused_never_500(authz: Any, world: Any, header
 def test_identity_header_values_cannot_inject_headers() -> None:
     assert header_value("alice\r\nx-admin: 1") == b"alice%0D%0Ax-admin: 1"
     assert header_value("j\u00f6rg") == b"j%C3%B6rg"
+
+
+MUTATION_URI = "/graphql?query=mutation%7Brename%7Bid%7D%7D"
+
+
+@pytest.mark.parametrize(
+    "spoofed",
+    [
+        # behind Traefik (it sets X-Forwarded-*), the client adds nginx's headers naming a harmless read
+        {"x-forwarded-method": "GET", "x-forwarded-uri": MUTATION_URI, "x-original-uri": QUERY_URI},
+        {"x-forwarded-method": "DELETE", "x-forwarded-uri": "/api/items/1", "x-original-method": "GET"},
+        # behind nginx (it sets X-Original-*), the client adds Traefik's
+        {"x-original-method": "POST", "x-original-uri": "/graphql", "x-forwarded-method": "GET"},
+    ],
+)
+def test_nginx_and_traefik_headers_that_disagree_are_refused_not_resolved(
+    authz: Any, world: Any, spoofed: dict
+) -> None:
+    response = authz.get("/authz", headers={**caller(world, "fa-spoof-uri", posture="unmanaged"), **spoofed})
+    assert response.status_code == 400
+    assert "x-auth-subject" not in response.headers
+
+
+def test_the_same_request_named_by_both_header_families_is_fine(authz: Any, world: Any) -> None:
+    both = {"x-original-uri": QUERY_URI, "x-forwarded-uri": QUERY_URI, "x-original-method": "GET",
+            "x-forwarded-method": "get"}
+    assert authz.get("/authz", headers={**caller(world, "fa-both"), **both}).status_code == 200
+
+
+def test_envoy_path_prefixed_requests_ignore_original_request_headers(authz: Any, world: Any) -> None:
+    # Envoy forwards client headers it is told to allow: none of them may rename the original request
+    headers = {**caller(world, "fa-envoy-spoof", posture="unmanaged"), "x-original-method": "GET",
+               "x-original-uri": QUERY_URI, "x-forwarded-method": "GET", "x-forwarded-uri": QUERY_URI}
+    assert authz.delete("/authz/api/items/1", headers=headers).status_code == 401  # a write: step-up
+    assert authz.get("/authz/graphql", headers=headers, params={"query": "{me{id}}"}).status_code == 200
