@@ -160,20 +160,10 @@ def test_assurance_decrease_asks_for_step_up_and_an_increase_changes_nothing(wor
         "change_direction": "increase",
     }
     down = {**up, "current_level": "nist-aal1", "previous_level": "nist-aal2", "change_direction": "decrease"}
-    assert (
-        push(
-            sidecar, make_set(transmitter, {CAEP + "assurance-level-change": up}, sub_id=user("carol"))
-        ).status_code
-        == 202
-    )
-    assert ask(sidecar, token) == 200
-    assert (
-        push(
-            sidecar, make_set(transmitter, {CAEP + "assurance-level-change": down}, sub_id=user("carol"))
-        ).status_code
-        == 202
-    )
-    assert ask(sidecar, token) == 401
+    for change, expected in ((up, 200), (down, 401)):
+        event = {CAEP + "assurance-level-change": change}
+        assert push(sidecar, make_set(transmitter, event, sub_id=user("carol"))).status_code == 202
+        assert ask(sidecar, token) == expected
 
 
 def test_device_not_compliant_makes_its_attested_requests_403(world, transmitter, sidecar):
