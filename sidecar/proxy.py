@@ -216,23 +216,25 @@ class ReverseProxy:
             await _relay(upstream, receive, send)
 
 
-
 async def _upload(
     conn: Connection, head: bytes, length: bytes | None, first: bytes, receive: Receive
 ) -> None:
     """Stream a request body that arrives in several messages (chunked unless the client gave its length);
     stop early when the upstream answers before the body is complete."""
     if length is None:
-        conn.write(head + b"transfer-encoding: chunked\r\n\r\n" + _chunk(first))
+        data = head + b"transfer-encoding: chunked\r\n\r\n" + _chunk(first)
     else:
-        conn.write(b"%scontent-length: %s\r\n\r\n%s" % (head, length, first))
+        data = b"%scontent-length: %s\r\n\r\n%s" % (head, length, first)
     more = True
-    while more:
+    while True:
         try:
+            conn.write(data)
             await conn.drain()
         except UpstreamError:
             if not conn.head_done:
                 raise
+        if not more:
+            return
         if conn.head_done:  # an early answer (e.g. 413): relay it, never reuse the connection
             conn.abandoned = True
             return
@@ -241,10 +243,7 @@ async def _upload(
             conn.abort()
             raise _ClientGone
         chunk, more = message.get("body", b""), message.get("more_body", False)
-        if length is None:
-            conn.write(_chunk(chunk) if more else _chunk(chunk) + b"0\r\n\r\n")
-        elif chunk:
-            conn.write(chunk)
+        data = chunk if length is not None else _chunk(chunk) + (b"" if more else b"0\r\n\r\n")
 
 
 def _chunk(data: bytes) -> bytes:

@@ -289,9 +289,11 @@ class Client:
     messages: list[dict[str, Any]]
     sent: list[dict[str, Any]] = field(default_factory=list)
     gone: asyncio.Event = field(default_factory=asyncio.Event)
+    pace_s: float = 0.0  # a slow client: wait this long before each request message
 
     async def receive(self) -> dict[str, Any]:
         if self.messages:
+            await asyncio.sleep(self.pace_s)
             return self.messages.pop(0)
         await self.gone.wait()
         return {"type": "http.disconnect"}
@@ -397,7 +399,7 @@ async def test_an_early_answer_stops_the_upload_and_is_relayed():
     server = await asyncio.start_server(head_only, "127.0.0.1", 0)
     upstream.port = server.sockets[0].getsockname()[1]
     async with server, proxy_to(upstream) as proxy:
-        client = Client(body_messages(b"a" * 65_536, b"b" * 65_536))
+        client = Client(body_messages(b"a" * 100, b"b" * 100), pace_s=0.05)
         client.messages.append({"type": "http.request", "body": b"", "more_body": True})  # never ends
         await call(proxy, client, scope("PUT", [(b"content-length", b"999999")]))
     assert (client.status, client.body, client.finished) == (413, b"big", True)
