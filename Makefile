@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBS_TEST := docker-registry nginx chromium wrk redis-server
+DEBS_TEST := docker-registry nginx chromium wrk redis-server prometheus
 DEMO_PORT ?= 8080
 
 .PHONY: help venv deps-debian deps-node demo test lint bench bench-micro clean

@@ -353,3 +353,17 @@ def test_headers_named_in_connection_and_client_identity_headers_are_removed():
         (b"x-forwarded-proto", b"https"),
         (b"x-forwarded-host", b"gw.example"),
     ]
+
+
+@pytest.mark.parametrize("path", ["/graphql", "/v1/database", "/healthz-of-the-app", "/authzed"])
+def test_paths_that_are_not_sidecar_routes_are_gated_then_proxied(world, sidecar, path):
+    # the fast path skips the router only for paths no sidecar route can start; both ways end gated
+    assert httpx.get(f"{sidecar}{path}").status_code == 401
+    response = httpx.get(f"{sidecar}{path}", headers=auth(world))
+    assert response.status_code == 200, response.text
+    assert response.json()["target"].startswith(f"/base{path}")
+
+
+def test_sidecar_routes_still_answer_in_proxy_mode(sidecar):
+    assert httpx.get(f"{sidecar}/healthz").status_code == 200
+    assert httpx.get(f"{sidecar}/readyz").status_code == 200
