@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from ig_gate.middleware.asgi_body import BodyTooLarge, Message, Receive, read_body
 from ig_gate.middleware.extract import (
     AUTHORIZATION,
     CONTENT_LENGTH,
     CONTENT_TYPE,
     COOKIE,
-    HeaderMap,
     header_map,
 )
 from ig_gate.middleware.gate import Gate, GateRequest
@@ -30,8 +30,6 @@ from ig_gate.middleware.responses import Responses
 from ig_gate.middleware.settings import Settings, load_settings
 
 Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -86,8 +84,8 @@ class ZeroTrustMiddleware:
         credentials = AUTHORIZATION in headers or COOKIE in headers
         if credentials and method not in _BODYLESS and _buffered(headers.get(CONTENT_TYPE)):
             try:
-                body = await self._read_body(headers, receive)
-            except _BodyTooLarge:
+                body = await read_body(receive, self.max_body_bytes, headers.get(CONTENT_LENGTH))
+            except BodyTooLarge:
                 request = GateRequest(method, path, scope["query_string"], headers, client and client[0])
                 await self._send_refusal(
                     send, self.gate.refuse_too_large(request, self.max_body_bytes), method
@@ -130,34 +128,6 @@ class ZeroTrustMiddleware:
             code = self.responses.close_code(decision)
             await send({"type": "websocket.close", "code": code, "reason": reason})
 
-    async def _read_body(self, headers: HeaderMap, receive: Receive) -> bytes | None:
-        """The whole body, or None when the client disconnected; _BodyTooLarge beyond the limit."""
-        limit = self.max_body_bytes
-        declared = headers.get(CONTENT_LENGTH)
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _BodyTooLarge
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        body = message.get("body", b"")
-        if len(body) > limit:
-            raise _BodyTooLarge
-        if not message.get("more_body", False):
-            return body
-        chunks = [body]
-        size = len(body)
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
     async def _send_refusal(self, send: Send, decision: Any, method: str) -> None:
         status, headers, body = self.responses.http(decision)
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -170,10 +140,6 @@ class ZeroTrustMiddleware:
             await send(message)
 
         return lifespan_send
-
-
-class _BodyTooLarge(Exception):
-    """The request body exceeds max_body_bytes."""
 
 
 @functools.lru_cache(maxsize=64)

@@ -6,6 +6,10 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+# the middleware's bounded body reader, re-exported for the sidecar's endpoints
+from ig_gate.middleware.asgi_body import BodyTooLarge as BodyTooLarge
+from ig_gate.middleware.asgi_body import read_body as read_body
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -14,27 +18,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 JSON_HEADERS: Headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-
-
-class BodyTooLarge(Exception):
-    """The request body exceeds the configured limit."""
-
-
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body; None when the client disconnected; BodyTooLarge beyond `limit` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def respond(send: Send, status: int, headers: Headers, body: bytes) -> None:
