@@ -39,6 +39,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
@@ -52,6 +54,8 @@ SECRET_KEY_PARTS = (
 # a superset of what redact() replaces, looked for in the lower-cased JSON text without "-" and "_":
 # entries without a hit (nearly all) are encoded once and never walked
 _SECRET_HINTS = (*SECRET_KEY_PARTS, "bearer", "eyj")
+_SECRET_HINT_RE = re.compile("|".join(_SECRET_HINTS))
+_SHORT_TEXT = 128
 _SCALARS = frozenset({int, float, bool, type(None)})
 _BEARER_OR_JWT = re.compile(r"^(?:bearer\s|eyJ[\w-]*\.[\w-]*\.)", re.IGNORECASE)
 _ENTRY_HASH_SUFFIX = re.compile(rb',"entry_hash":"([0-9a-f]{64})"\}')
@@ -131,15 +135,54 @@ def _json_default(value: Any) -> Any:
 
 # ensure_ascii=False keeps key names literal, so _may_hold_secret() sees them as redact() does
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
+# orjson does the common case; dataclasses and datetimes go through _json_default (str) as with json
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+_PART_CACHE_SIZE = 1024
 
 
-def _may_hold_secret(text: str) -> bool:
-    folded = _fold(text)
-    return any(hint in folded for hint in _SECRET_HINTS)  # ~3x faster than a 12-way regex alternation
+def _dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON; what orjson refuses (integers beyond 64 bits) goes through the json module,
+    which raises ValueError/TypeError for what cannot be encoded at all (circular values)."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return _ENCODER.encode(value).encode()
 
 
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def _may_hold_secret(text: bytes) -> bool:
+    """Whether redact() could change the value encoded as `text` (a superset test; folded as str, as
+    _is_secret_key folds key names). Short texts: one regex; long ones: `in` per hint (~2x faster)."""
+    folded = _fold(text.decode())
+    if len(folded) <= _SHORT_TEXT:
+        return _SECRET_HINT_RE.search(folded) is not None
+    return any(hint in folded for hint in _SECRET_HINTS)
+
+
+def _redacted_json(value: Any) -> bytes:
+    """`value` as JSON with secrets redacted; most values hold none and are encoded once."""
+    if type(value) is str:
+        return _dumps(REDACTED if _BEARER_OR_JWT.match(value) else value)
+    text = _dumps(value)
+    if _may_hold_secret(text):  # rare: redact, encode again
+        text = _dumps(redact(value))
+    return text
+
+
+class _Timestamps:
+    """RFC 3339 UTC timestamps with microseconds; the date and time of day are formatted once a second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = b""
+
+    def __call__(self, ts: float) -> bytes:
+        second, micros = divmod(round(ts * 1_000_000), 1_000_000)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.").encode()
+            self._second = second
+        return b"%s%06dZ" % (self._prefix, micros)
 
 
 def _package_version() -> str:
@@ -199,6 +242,11 @@ class DecisionLog:
         self._on_write = on_write
         self._labels = {"app": "ig-gate", "id": str(uuid.uuid4()), "version": _package_version()}
         self._labels.update(labels or {})
+        self._labels_json = _redacted_json(self._labels)
+        self._parts: dict[int, tuple[Any, bytes]] = {}  # id -> (object, its JSON): writer thread only
+        self._revisions: dict[str, bytes] = {}
+        self._extras_cache: dict[tuple[Any, ...], bytes] = {}
+        self._timestamp = _Timestamps()
         self._flush_interval_s = flush_interval_s
         self._max_batch = max_batch
         self.dropped = 0
@@ -219,7 +267,9 @@ class DecisionLog:
     # -- request path -----------------------------------------------------------------------------
 
     def append(self, entry: Mapping[str, Any]) -> bool:
-        """Queue one decision (never blocks); False when it was dropped. The dict must not change later."""
+        """Queue one decision (never blocks); False when it was dropped. The dict and the values in it must
+        not change later (they are encoded on the writer thread, a dict or list logged again from its
+        cache)."""
         pending = self._pending
         if not self._closed and len(pending) < self._queue_size:
             was_empty = not pending
@@ -283,22 +333,62 @@ class DecisionLog:
             self._on_drop()
 
     def _line(self, ts: float, entry: Mapping[str, Any]) -> bytes:
-        record: dict[str, Any] = {
-            "decision_id": entry.get("decision_id"),
-            "path": entry.get("path", DEFAULT_PATH),
-            "input": entry.get("input"),
-            "result": entry.get("result"),
-            "bundles": entry.get("bundles") or {"ig": {"revision": entry.get("revision", "")}},
-            "timestamp": _rfc3339(entry.get("timestamp", ts)),
-            "labels": {**self._labels, **entry.get("labels", {})},
-        }
-        record.update({k: v for k, v in entry.items() if k not in _KNOWN_KEYS})
-        record["prev_hash"] = self._prev_hash
-        text = _ENCODER.encode(record)
-        if _may_hold_secret(text):  # rare: redact, encode again
-            text = _ENCODER.encode(redact(record))
-        body = text.encode()
+        """One line without its newline: the record's parts encoded (and redacted) one by one."""
+        get = entry.get
+        bundles = get("bundles")
+        labels = get("labels")
+        extras = {k: v for k, v in entry.items() if k not in _KNOWN_KEYS}
+        body = b"".join((
+            b'{"decision_id":', _redacted_json(get("decision_id")),
+            b',"path":', _redacted_json(get("path", DEFAULT_PATH)),
+            b',"input":', self._part(get("input")),
+            b',"result":', self._part(get("result")),
+            b',"bundles":', self._part(bundles) if bundles else self._bundles_of(get("revision", "")),
+            b',"timestamp":"', self._timestamp(get("timestamp", ts)),
+            b'","labels":', _redacted_json({**self._labels, **labels}) if labels else self._labels_json,
+            self._extras(extras) if extras else b"",
+            b',"prev_hash":"', self._prev_hash.encode(), b'"}',
+        ))  # fmt: skip
         return body[:-1] + b',"entry_hash":"' + _sha256(body).encode() + b'"}'
+
+    def _part(self, value: Any) -> bytes:
+        """_redacted_json(value), encoded once per object: the gate logs the same memoized input
+        document and policy result for many decisions (a cached object is kept alive, so its id is not
+        reused while cached; logged values never change, see append())."""
+        if type(value) is not dict and type(value) is not list:
+            return _redacted_json(value)
+        parts = self._parts
+        cached = parts.get(id(value))
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        text = _redacted_json(value)
+        if len(parts) >= _PART_CACHE_SIZE:
+            parts.clear()
+        parts[id(value)] = (value, text)
+        return text
+
+    def _extras(self, extras: dict[str, Any]) -> bytes:
+        """`,"key":value...` for the entry's other keys; the gate's (its outcome) repeat, and are cached."""
+        try:
+            key: Any = tuple(extras.items())
+            return self._extras_cache[key]
+        except TypeError:  # unhashable values
+            key = None
+        except KeyError:
+            pass
+        text = b"," + _redacted_json(extras)[1:-1]
+        if key is not None and len(self._extras_cache) < _PART_CACHE_SIZE:
+            self._extras_cache[key] = text
+        return text
+
+    def _bundles_of(self, revision: Any) -> bytes:
+        try:
+            return self._revisions[revision]
+        except (KeyError, TypeError):
+            text = _redacted_json({"ig": {"revision": revision}})
+        if type(revision) is str and len(self._revisions) < _PART_CACHE_SIZE:
+            self._revisions[revision] = text
+        return text
 
     def _flush(self, sync: bool) -> None:
         try:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from ig_gate.middleware.decision_log import (
     REDACTED,
     DecisionLog,
     DecisionLogError,
+    _Timestamps,
     redact,
     verify_chain,
 )
@@ -342,3 +343,35 @@ def test_an_unwritable_path_is_a_named_error(tmp_path):
     missing = tmp_path / "no-such-dir" / "decisions.log"
     with pytest.raises(DecisionLogError, match=r"no-such-dir/decisions\.log: cannot open"):
         DecisionLog(missing)
+
+
+def test_a_document_logged_many_times_is_written_the_same_each_time(log_path):
+    shared = {"tenant": "acme", "session": {"risk": "low"}}
+    with DecisionLog(log_path) as log:
+        for i in range(5):
+            log.append({"decision_id": f"d-{i}", "input": shared, "result": {"allow": True}})
+
+    assert [row["input"] for row in records(log_path)] == [shared] * 5
+    assert verify_chain(log_path).entries == 5
+
+
+def test_many_short_lived_documents_are_each_written_as_given(log_path):
+    # more than the encoder's per-object cache holds, so it is cleared and object ids get reused
+    with DecisionLog(log_path, queue_size=5000) as log:
+        for i in range(3000):
+            log.append({"decision_id": f"d-{i}", "input": {"n": i}, "result": [i], "outcome": f"o{i % 3}"})
+            if i % 500 == 0:
+                log.flush()
+
+    rows = records(log_path)
+    assert [(r["input"]["n"], r["result"], r["outcome"]) for r in rows] == [
+        (i, [i], f"o{i % 3}") for i in range(3000)
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=4_102_444_800 * 10**6))
+def test_timestamps_are_rfc3339_utc_with_microseconds(micros):
+    ts = micros / 10**6
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert _Timestamps()(ts).decode() == expected
