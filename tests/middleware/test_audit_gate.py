@@ -47,8 +47,10 @@ def serve(world, tmp_path) -> Iterator:
     with contextlib.ExitStack() as stack:
 
         def make(target, peer=("203.0.113.5", 1)) -> TestClient:
-            middleware = target if isinstance(target, ZeroTrustMiddleware) else ZeroTrustMiddleware(
-                demo_app(), config=target
+            middleware = (
+                target
+                if isinstance(target, ZeroTrustMiddleware)
+                else ZeroTrustMiddleware(demo_app(), config=target)
             )
             stack.callback(middleware.gate.close)
             return stack.enter_context(TestClient(middleware, client=peer))
@@ -74,7 +76,9 @@ def test_audit_every_documented_yaml_key_changes_what_it_says(world, tmp_path, s
     now, subjects = int(time.time()), iter(range(100))
 
     def token(**claims) -> str:  # a new subject each time: no travel anomaly between the requests
-        return mint(world.idp, **{"org": "acme", "idp_risk": "low", "sub": f"user-{next(subjects)}", **claims})
+        return mint(
+            world.idp, **{"org": "acme", "idp_risk": "low", "sub": f"user-{next(subjects)}", **claims}
+        )
 
     assert post(client, token()).json()["identity"]["tenant"] == "acme"
     assert post(client, token(), **{"x-forwarded-for": FR_IP}).status_code == 403  # the peer is a proxy
@@ -112,7 +116,9 @@ def _decide(gate: Gate, token: str) -> str:
 def test_audit_https_jwks_from_settings_loads_and_an_unknown_kid_triggers_one_refresh(
     world, idp_https, monkeypatch
 ):
-    monkeypatch.setenv("SSL_CERT_FILE", str(idp_https.cafile))  # trust the IdP's certificate without the setting
+    monkeypatch.setenv(
+        "SSL_CERT_FILE", str(idp_https.cafile)
+    )  # trust the IdP's certificate without the setting
     idp_https.serve(world.idp)
     settings = world.settings(identity={"jwks": idp_https.url, "jwks_min_refresh_interval_s": 0.5})
     gate = Gate.from_settings(settings)
@@ -132,7 +138,9 @@ def test_audit_https_jwks_from_settings_loads_and_an_unknown_kid_triggers_one_re
         gate.close()
 
 
-@pytest.mark.xfail(strict=True, reason="identity.jwks_ca_file is not passed to JWKSet.from_url (gate.py _key_set)")
+@pytest.mark.xfail(
+    strict=True, reason="identity.jwks_ca_file is not passed to JWKSet.from_url (gate.py _key_set)"
+)
 def test_audit_jwks_ca_file_is_trusted_for_an_https_jwks_url(world, idp_https):
     idp_https.serve(world.idp)
     settings = world.settings(identity={"jwks": idp_https.url, "jwks_ca_file": str(idp_https.cafile)})
@@ -176,8 +184,11 @@ def test_audit_ipv4_mapped_peers_are_located_and_matched_against_ipv4_proxies(wo
     assert post(via_proxy, world.token(sub="kim"), **{"x-forwarded-for": FR_IP}).status_code == 403
 
 
-@pytest.mark.xfail(strict=True, reason="geo.forwarded_source is ignored: Gate.from_settings builds the resolver "
-                   "with trusted_proxies only (gate.py ClientIPResolver(geo.trusted_proxies))")
+@pytest.mark.xfail(
+    strict=True,
+    reason="geo.forwarded_source is ignored: Gate.from_settings builds the resolver "
+    "with trusted_proxies only (gate.py ClientIPResolver(geo.trusted_proxies))",
+)
 def test_audit_forwarded_source_setting_stops_a_client_forged_x_forwarded_for(world, serve):
     client = serve(world.settings(geo={"forwarded_source": "forwarded"}), peer=(PROXY, 1))
     # the proxy writes Forwarded (the client is in FR, fenced for acme); the client forged X-Forwarded-For
@@ -276,7 +287,10 @@ def test_audit_an_engine_panic_fails_closed_and_the_gate_keeps_serving(world, se
         source.snapshot = real
         assert post(client, world.token()).status_code == 200
         metrics = client.app.gate.metrics.registry
-        assert metrics.get_sample_value("ig_gate_failure_mode_total", {"kind": "engine_error", "mode": "closed"}) == 2
+        assert (
+            metrics.get_sample_value("ig_gate_failure_mode_total", {"kind": "engine_error", "mode": "closed"})
+            == 2
+        )
     finally:
         foreign.close()
 
@@ -284,7 +298,9 @@ def test_audit_an_engine_panic_fails_closed_and_the_gate_keeps_serving(world, se
 # -- the decision log and its CLI ------------------------------------------------------------------
 
 
-def test_audit_the_middlewares_log_verifies_and_an_edited_line_is_named_by_the_cli(world, tmp_path, serve, capsys):
+def test_audit_the_middlewares_log_verifies_and_an_edited_line_is_named_by_the_cli(
+    world, tmp_path, serve, capsys
+):
     log_path = tmp_path / "audit-decisions.jsonl"
     client = serve(world.settings(decision_log={"path": str(log_path)}))
     token = world.token()
