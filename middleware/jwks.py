@@ -26,6 +26,8 @@ from typing import Any
 
 import jwt
 
+from ig_gate.middleware.jws import JWTRejected, VerifyingKey, verify_compact
+
 log = logging.getLogger(__name__)
 
 MAX_JWKS_BYTES = 1 << 20
@@ -38,17 +40,12 @@ class JWKSError(ValueError):
     """A key set cannot be loaded: unreadable file, bad JSON, no usable key, refused URL."""
 
 
-class JWTRejected(Exception):
-    """A JWT failed verification. kind: "invalid" | "expired"; description is safe to show (no token data)."""
-
-    def __init__(self, kind: str, description: str) -> None:
-        super().__init__(description)
-        self.kind = kind
-        self.description = description
+__all__ = ["JWKSError", "JWKSet", "JWTRejected"]  # JWTRejected lives in jws, where tokens are checked
 
 
 class JWKSet:
-    """Keys by `kid`, parsed once into PyJWK objects; a single-key set also matches a token without kid."""
+    """Keys by `kid`, parsed once into PyJWK objects (and prepared for verification once); a single-key set
+    also matches a token without kid."""
 
     def __init__(
         self,
@@ -65,8 +62,8 @@ class JWKSet:
         self._refresh_s = refresh_s
         self._min_interval = min_refresh_interval_s
         self._on_refresh = on_refresh
-        self._by_kid: dict[str, jwt.PyJWK] = {}
-        self._single: jwt.PyJWK | None = None
+        # (by kid, the single key or None): replaced as one value, so readers never see half an update
+        self._keys: tuple[dict[str, VerifyingKey], VerifyingKey | None] = ({}, None)
         self._count = 0
         self._loaded_at: float | None = None
         self._ok = 0
@@ -146,10 +143,15 @@ class JWKSet:
 
     def key(self, kid: str | None) -> jwt.PyJWK | None:
         """The key for kid (a single-key set also answers kid=None); an unknown kid schedules a refresh."""
+        verifying = self._verifying_key(kid)
+        return None if verifying is None else verifying.jwk
+
+    def _verifying_key(self, kid: str | None) -> VerifyingKey | None:
+        by_kid, single = self._keys
         if kid is None:
-            return self._single
+            return single
         try:
-            return self._by_kid[kid]
+            return by_kid[kid]
         except KeyError:
             if self._fetch is not None:
                 self._wake.set()
@@ -180,29 +182,16 @@ class JWKSet:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise JWTRejected("invalid", "token malformed (kid)")
-        key = self.key(kid)
+        key = self._verifying_key(kid)
         if key is None:
             raise JWTRejected("invalid", "signing key unknown")
         if key.algorithm_name != alg:
             raise JWTRejected("invalid", "signing algorithm does not match the key")
-        options = {
-            "verify_exp": False, "verify_nbf": False, "verify_iat": False,  # checked below with `now`
-            "verify_iss": issuer is not None, "verify_aud": audience is not None,
-            "require": list(require), "enforce_minimum_key_length": True,
-        }
         try:
-            claims = jwt.decode(
-                token, key, algorithms=[alg], options=options, issuer=issuer, audience=audience
-            )
-        except jwt.MissingRequiredClaimError as exc:
-            raise JWTRejected("invalid", f"claim {exc.claim!r} missing") from None
-        except jwt.InvalidIssuerError:
-            raise JWTRejected("invalid", "wrong issuer") from None
-        except jwt.InvalidAudienceError:
-            raise JWTRejected("invalid", "wrong audience") from None
-        except jwt.InvalidSignatureError:
-            raise JWTRejected("invalid", "signature invalid") from None
-        except Exception:
+            claims = verify_compact(token, key, issuer=issuer, audience=audience, require=require)
+        except JWTRejected:
+            raise
+        except Exception:  # whatever else a broken token makes the crypto layer raise
             raise JWTRejected("invalid", "token invalid") from None
         _check_times(claims, now, leeway)
         return claims
@@ -232,7 +221,7 @@ class JWKSet:
         """Source, key ids, refresh counters and the last error, for status pages."""
         return {
             "source": self._source,
-            "kids": sorted(self._by_kid),
+            "kids": sorted(self._keys[0]),
             "keys": self._count,
             "loaded_at": self._loaded_at,
             "refresh_ok": self._ok,
@@ -268,7 +257,7 @@ class JWKSet:
             self._failed += 1
             self._last_error = _describe(exc)
             log.warning("JWKS refresh from %s failed: %s (keeping %d keys)", self._source,
-                        self._last_error, len(self._by_kid))
+                        self._last_error, self._count)
             self._notify(False)
             return False
         self._ok += 1
@@ -286,9 +275,9 @@ class JWKSet:
             log.exception("JWKS on_refresh callback failed")
 
     def _install(self, keys: list[jwt.PyJWK]) -> None:
-        by_kid = {k.key_id: k for k in keys if k.key_id is not None}
-        self._single = keys[0] if len(keys) == 1 else None
-        self._by_kid = by_kid
+        verifying = [VerifyingKey.from_jwk(k) for k in keys]
+        by_kid = {k.jwk.key_id: k for k in verifying if k.jwk.key_id is not None}
+        self._keys = (by_kid, verifying[0] if len(verifying) == 1 else None)
         self._count = len(keys)
         self._loaded_at = time.time()
 
