@@ -58,6 +58,7 @@ _SECRET_HINT_RE = re.compile("|".join(_SECRET_HINTS))
 _SHORT_TEXT = 128
 _SCALARS = frozenset({int, float, bool, type(None)})
 _BEARER_OR_JWT = re.compile(r"^(?:bearer\s|eyJ[\w-]*\.[\w-]*\.)", re.IGNORECASE)
+_JWT_ANYWHERE = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")  # e.g. a magic-link token inside a request path
 _ENTRY_HASH_SUFFIX = re.compile(rb',"entry_hash":"([0-9a-f]{64})"\}')
 _SUFFIX_LEN = 81  # len(',"entry_hash":"') + 64 + len('"}')
 _KNOWN_KEYS = frozenset({
@@ -102,7 +103,7 @@ def redact(value: Any) -> Any:
     """A copy of `value` with secret-named keys and bearer/JWT-looking strings replaced, at any depth."""
     kind = type(value)
     if kind is str:
-        return REDACTED if _BEARER_OR_JWT.match(value) else value
+        return _redact_text(value)
     if kind in _SCALARS:
         return value
     if kind is dict or isinstance(value, Mapping):
@@ -149,6 +150,13 @@ def _dumps(value: Any) -> bytes:
         return _ENCODER.encode(value).encode()
 
 
+def _redact_text(value: str) -> str:
+    """A bearer/JWT-looking string is redacted whole; JWTs inside other text are cut out."""
+    if _BEARER_OR_JWT.match(value):
+        return REDACTED
+    return _JWT_ANYWHERE.sub(REDACTED, value) if "eyJ" in value else value
+
+
 def _may_hold_secret(text: bytes) -> bool:
     """Whether redact() could change the value encoded as `text` (a superset test; folded as str, as
     _is_secret_key folds key names). Short texts: one regex; long ones: `in` per hint (~2x faster)."""
@@ -161,7 +169,7 @@ def _may_hold_secret(text: bytes) -> bool:
 def _redacted_json(value: Any) -> bytes:
     """`value` as JSON with secrets redacted; most values hold none and are encoded once."""
     if type(value) is str:
-        return _dumps(REDACTED if _BEARER_OR_JWT.match(value) else value)
+        return _dumps(_redact_text(value))
     text = _dumps(value)
     if _may_hold_secret(text):  # rare: redact, encode again
         text = _dumps(redact(value))

@@ -226,7 +226,8 @@ class Gate:
             policy,
             sessions,
             devices,
-            ip_resolver or ClientIPResolver(geo.trusted_proxies),
+            ip_resolver
+            or ClientIPResolver(geo.trusted_proxies, geo.trusted_hops, source=geo.forwarded_source),
             GeoReader(geo.database, geo.cache_size),
             TravelAnomalyDetector(window_s=geo.anomaly_window_s),
             metrics,
@@ -578,7 +579,11 @@ def _key_set(source: str, settings: Settings, metrics: GateMetrics) -> JWKSet:
         return JWKSet.from_file(source)
     identity = settings.identity
     return JWKSet.from_url(
-        source, identity.jwks_refresh_s, identity.jwks_min_refresh_interval_s, on_refresh=metrics.jwks_refresh
+        source,
+        identity.jwks_refresh_s,
+        identity.jwks_min_refresh_interval_s,
+        cafile=identity.jwks_ca_file,
+        on_refresh=metrics.jwks_refresh,
     )
 
 

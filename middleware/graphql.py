@@ -68,7 +68,7 @@ def operation_type(
         return UNKNOWN
     try:
         payload = json.loads(body)
-    except ValueError as exc:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError; absurdly deep nesting
         raise GraphQLRequestError(f"request body is not valid JSON ({exc.__class__.__name__})") from None
     if isinstance(payload, list):
         return _most_sensitive(_payload_type(item) for item in payload)

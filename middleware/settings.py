@@ -21,6 +21,7 @@ import yaml
 
 ENV_PREFIX = "IG_GATE_"
 RISK_LEVELS = ("low", "medium", "high")
+FORWARDED_SOURCES = ("auto", "x-forwarded-for", "forwarded")
 
 
 class ConfigError(ValueError):
@@ -75,7 +76,7 @@ class IdentitySettings:
     default_risk: str = "medium"
     jwks_refresh_s: float = 300.0
     jwks_min_refresh_interval_s: float = 30.0
-    jwks_ca_file: str | None = None  # a private CA bundle for an https JWKS URL
+    jwks_ca_file: str | None = None  # a private CA bundle for https JWKS URLs (IdP and MDM key sets)
     token_cache_size: int = 10_000
     stepup: StepUpSettings = field(default_factory=StepUpSettings)
 
@@ -303,6 +304,8 @@ def _validate(built: Any, where: str) -> None:
             raise ConfigError(f"{_join(where, 'default_risk')}: must be one of {RISK_LEVELS}")
         if "none" in (a.lower() for a in built.algorithms):
             raise ConfigError(f"{_join(where, 'algorithms')}: 'none' is never allowed")
+    if isinstance(built, GeoSettings) and built.forwarded_source not in FORWARDED_SOURCES:
+        raise ConfigError(f"{_join(where, 'forwarded_source')}: must be one of {FORWARDED_SOURCES}")
     if isinstance(built, RolloutSettings) and (
         not built.stages or any(not 0 < s <= 1 for s in built.stages) or built.stages[-1] != 1
     ):

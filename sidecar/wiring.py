@@ -100,7 +100,9 @@ def build_gate(
 ) -> Gate:
     """The Gate for the sidecar; raises ConfigError (and the geo/JWKS config errors) on bad settings."""
     resolver = ClientIPResolver(
-        settings.geo.trusted_proxies, trusted_hops=settings.server.coprocessor_trusted_hops
+        settings.geo.trusted_proxies,
+        trusted_hops=settings.server.coprocessor_trusted_hops,
+        source=settings.geo.forwarded_source,
     )
     store = risk_store or risk_store_from_settings(settings)  # Redis when risk_store.redis_url is set
     return Gate.from_settings(

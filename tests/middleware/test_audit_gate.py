@@ -1,9 +1,8 @@
 """Audit of issue 3 through the real middleware and Gate.from_settings: the documented YAML keys, an https
 JWKS, trusted-proxy parsing, tenant isolation of the memo and caches, engine panics, the decision log CLI.
 
-Tests marked xfail(strict=True) show bugs found by the audit in files another helper owns (see
-/tmp/ig/issue3-findings.md); each passes once its bug is fixed, and then strict xfail makes it fail so
-the marker gets removed.
+A test marked xfail(strict=True) shows a bug the audit found that is not fixed yet; it passes once the bug
+is fixed, and strict xfail then makes it fail so that the marker gets removed.
 """
 
 from __future__ import annotations
@@ -138,9 +137,6 @@ def test_audit_https_jwks_from_settings_loads_and_an_unknown_kid_triggers_one_re
         gate.close()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="identity.jwks_ca_file is not passed to JWKSet.from_url (gate.py _key_set)"
-)
 def test_audit_jwks_ca_file_is_trusted_for_an_https_jwks_url(world, idp_https):
     idp_https.serve(world.idp)
     settings = world.settings(identity={"jwks": idp_https.url, "jwks_ca_file": str(idp_https.cafile)})
@@ -184,11 +180,6 @@ def test_audit_ipv4_mapped_peers_are_located_and_matched_against_ipv4_proxies(wo
     assert post(via_proxy, world.token(sub="kim"), **{"x-forwarded-for": FR_IP}).status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="geo.forwarded_source is ignored: Gate.from_settings builds the resolver "
-    "with trusted_proxies only (gate.py ClientIPResolver(geo.trusted_proxies))",
-)
 def test_audit_forwarded_source_setting_stops_a_client_forged_x_forwarded_for(world, serve):
     client = serve(world.settings(geo={"forwarded_source": "forwarded"}), peer=(PROXY, 1))
     # the proxy writes Forwarded (the client is in FR, fenced for acme); the client forged X-Forwarded-For
@@ -196,11 +187,6 @@ def test_audit_forwarded_source_setting_stops_a_client_forged_x_forwarded_for(wo
     assert forged.status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="geo.trusted_hops is ignored by Gate.from_settings: without a socket peer (a unix-socket server "
-    "gives scope client None) every request is geo_unknown",
-)
 def test_audit_trusted_hops_setting_locates_clients_when_there_is_no_peer_address(world):
     gate = Gate.from_settings(world.settings(geo={"trusted_hops": 1}))
     try:
@@ -337,11 +323,6 @@ def test_audit_the_middlewares_log_verifies_and_an_edited_line_is_named_by_the_c
     assert capsys.readouterr().err.startswith(f"{log_path}:2: edited line")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decision_log.redact() only redacts strings that START with a JWT or 'Bearer ': a token inside "
-    "the request path is written to the log",
-)
 def test_audit_a_token_in_the_request_path_is_not_written_to_the_decision_log(world, tmp_path, serve):
     log_path = tmp_path / "audit-decisions.jsonl"
     client = serve(world.settings(decision_log={"path": str(log_path)}))
@@ -357,11 +338,6 @@ def test_audit_a_token_in_the_request_path_is_not_written_to_the_decision_log(wo
 # -- malformed bodies ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="graphql.operation_type lets json.loads' RecursionError escape: a deeply nested body is a 503 "
-    "internal_error (failure-mode event, error log line) instead of a 400",
-)
 def test_audit_a_deeply_nested_json_body_is_a_400_not_a_failure_mode_event(world, serve):
     client = serve(world.settings())
     nested = b"[" * 100_000 + b"]" * 100_000
