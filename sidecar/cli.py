@@ -35,7 +35,13 @@ def register_decisions(subparsers: argparse._SubParsersAction) -> None:
     """`ig-gate decisions verify FILE`: check a decision log's hash chain."""
     decisions = subparsers.add_parser("decisions", help="decision-log tools")
     actions = decisions.add_subparsers(dest="action", required=True, metavar="ACTION")
-    verify = actions.add_parser("verify", help="verify the hash chain of a decision log")
+    verify = actions.add_parser(
+        "verify",
+        help="verify the hash chain of a decision log",
+        description="Check that no line of a decision log was edited, removed, reordered or truncated.",
+        epilog="exit status: 0 the chain verifies (JSON summary on stdout), 1 it does not (the first bad "
+        "line on stderr), 2 usage error or unreadable file",
+    )
     verify.add_argument("file", metavar="FILE", help="a decision log (JSON lines)")
     verify.set_defaults(handler=_decisions_verify)
 
