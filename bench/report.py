@@ -90,25 +90,31 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def plot(modes: Mapping[str, Sequence[ConfigSummary]], path: Path, title: str) -> Path:
-    """A PNG: throughput bars at saturation, then latency percentiles per config for each mode."""
+    """A PNG: throughput bars at saturation, latency percentiles per config for each mode, and the
+    server CPU time per request."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [m for m in (SATURATION, FIXED_RATE) if modes.get(m)]
-    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(5 + 5 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, 2 + len(panels), figsize=(10 + 5 * len(panels), 4.2), squeeze=False)
     saturation = modes.get(SATURATION) or []
     ax = axes[0][0]
-    names = [s.name for s in saturation]
-    medians = [s.rps.median for s in saturation]
-    errors = [[s.rps.median - s.rps.low for s in saturation], [s.rps.high - s.rps.median for s in saturation]]
-    ax.bar(names, medians, yerr=errors, capsize=4, color="#4c72b0")
-    ax.set_title("throughput at saturation (median, min-max)")
-    ax.set_ylabel("requests/s")
-    ax.tick_params(axis="x", rotation=20)
+    _bars(ax, range(len(saturation)), [s.rps for s in saturation], 0.8, capsize=4)
+    _axis(ax, [s.name for s in saturation], "requests/s", "throughput at saturation (median, min-max)")
     for i, mode in enumerate(panels, start=1):
-        _latency_panel(axes[0][i], modes[mode], f"latency, {mode.replace('_', ' ')}")
+        summaries = modes[mode]
+        for j, p in enumerate(PERCENTILES):
+            _bars(axes[0][i], _offsets(len(summaries), j, len(PERCENTILES)),
+                  [s.latency_ms[p] for s in summaries], 0.8 / len(PERCENTILES), label=p)  # fmt: skip
+        _axis(axes[0][i], [s.name for s in summaries], "ms", f"latency, {mode.replace('_', ' ')}")
+    cpu = {m: [(s.name, s.cpu_us) for s in modes[m] if s.cpu_us is not None] for m in panels}
+    for j, (mode, pairs) in enumerate(cpu.items()):
+        _bars(axes[0][-1], _offsets(len(pairs), j, len(cpu)), [spread for _, spread in pairs],
+              0.8 / len(cpu), label=mode.replace("_", " "))  # fmt: skip
+    names = [name for name, _ in next(iter(cpu.values()), [])]
+    _axis(axes[0][-1], names, "µs", "server CPU time per request")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -116,17 +122,22 @@ def plot(modes: Mapping[str, Sequence[ConfigSummary]], path: Path, title: str) -
     return path
 
 
-def _latency_panel(ax: Axes, summaries: Sequence[ConfigSummary], title: str) -> None:
-    width = 0.8 / len(PERCENTILES)
-    for j, p in enumerate(PERCENTILES):
-        xs = [i + (j - (len(PERCENTILES) - 1) / 2) * width for i in range(len(summaries))]
-        values = [s.latency_ms[p].median for s in summaries]
-        spread = [
-            [s.latency_ms[p].median - s.latency_ms[p].low for s in summaries],
-            [s.latency_ms[p].high - s.latency_ms[p].median for s in summaries],
-        ]
-        ax.bar(xs, values, width, yerr=spread, capsize=2, label=p)
-    ax.set_xticks(range(len(summaries)), [s.name for s in summaries], rotation=20)
-    ax.set_ylabel("ms")
+def _offsets(count: int, index: int, groups: int) -> list[float]:
+    width = 0.8 / groups
+    return [i + (index - (groups - 1) / 2) * width for i in range(count)]
+
+
+def _bars(
+    ax: Axes, xs: Sequence[float], spreads: Sequence[Spread], width: float, label: str | None = None,
+    capsize: int = 2,
+) -> None:  # fmt: skip
+    errors = [[s.median - s.low for s in spreads], [s.high - s.median for s in spreads]]
+    ax.bar(xs, [s.median for s in spreads], width, yerr=errors, capsize=capsize, label=label)
+
+
+def _axis(ax: Axes, names: Sequence[str], unit: str, title: str) -> None:
+    ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_ylabel(unit)
     ax.set_title(title)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
