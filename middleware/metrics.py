@@ -5,6 +5,12 @@ instance by default, never the global REGISTRY), so many gates can coexist in on
 process (tests). Label children are bound once and kept in dicts keyed by the label
 tuple: `labels()` costs ~1.6 µs, an already bound child ~0.5 µs.
 
+The two per-request calls, `observe_decision()` and `memo()`, only append to a deque
+(thread-safe, ~0.1 µs): every `BATCH` records, and before every collection of the
+registry (a scrape, `get_sample_value`), `flush()` adds them up and applies them to the
+prometheus metrics, one locked increment per distinct series instead of four per request.
+A collection therefore always sees every request recorded before it.
+
 Exposition: the sidecar serves `GateMetrics.exposition()` on `/metrics`. Under a
 multi-worker server set `PROMETHEUS_MULTIPROC_DIR` (an empty directory, before the
 workers start): the metrics then live in per-process mmap files, gauges use
@@ -16,7 +22,8 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Callable, Hashable, Iterable
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -52,21 +59,42 @@ REASONS = (
 )
 
 
-RAW_KEY_LIMIT = 4096  # raw label tuples remembered by observe_decision before it normalizes each time
+RAW_KEY_LIMIT = 4096  # raw label tuples remembered by flush() before it normalizes each time
+BATCH = 256  # per-request records kept before flush() applies them (1 in multiprocess mode)
 
 
 class _DecisionHistogram(Histogram):
-    """An unlabeled histogram whose observe() finds the bucket by bisection (~0.3 µs cheaper).
+    """An unlabeled histogram that takes many observations at once (bucket found by bisection).
 
-    It relies on prometheus-client's `_sum`, `_buckets` and `_upper_bounds`, as observe_decision
-    relies on a Counter child's `_value`; tests read the values back through the registry,
-    so a change there fails loudly.
+    It relies on prometheus-client's `_sum`, `_buckets` and `_upper_bounds`, as flush relies on
+    a Counter child's `_value`; tests read the values back through the registry, so a change
+    there fails loudly.
     """
 
-    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
-        """Observe one duration in seconds (exemplars are not supported)."""
-        self._sum.inc(amount)
-        self._buckets[bisect_left(self._upper_bounds, amount)].inc(1)
+    def observe_many(self, amounts: list[float]) -> None:
+        """Observe durations in seconds."""
+        bounds = self._upper_bounds
+        counts = [0] * len(bounds)
+        for amount in amounts:
+            counts[bisect_left(bounds, amount)] += 1
+        for bucket, count in zip(self._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+        self._sum.inc(sum(amounts))
+
+
+class _Flush:
+    """A collector that yields nothing: registered before the metrics, it applies pending records first."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        self._flush()
+        return iter(())
 
 
 def _bounded(values: Iterable[str]) -> dict[str | None, str]:
@@ -115,6 +143,10 @@ class GateMetrics:
         self._outcomes = _bounded(OUTCOMES)
         self._profiles = _bounded(PROFILES)
         reg = self.registry
+        # (outcome, reason, tenant, profile, seconds) per decision, True/False per memo lookup
+        self._pending: deque[tuple[Any, ...] | bool] = deque()
+        self._batch = 1 if multiprocess else BATCH  # other processes read mmap files: keep them current
+        reg.register(_Flush(self.flush))
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
             return Counter(PREFIX + name, doc, labels, registry=reg)
@@ -169,13 +201,50 @@ class GateMetrics:
     def observe_decision(
         self, outcome: str, reason: str | None, tenant: str | None, profile: str, seconds: float
     ) -> None:
-        """Count one decision and observe its duration (hot path: ~1.3 µs)."""
-        try:
-            increment = self._decision_incs[(outcome, reason, tenant, profile)]
-        except KeyError:
-            increment = self._bind_raw_decision(outcome, reason, tenant, profile)
-        increment(1)
-        self._decision_seconds.observe(seconds)
+        """Count one decision and observe its duration (applied by the next flush)."""
+        pending = self._pending
+        pending.append((outcome, reason, tenant, profile, seconds))
+        if len(pending) >= self._batch:
+            self.flush()
+
+    def memo(self, hit: bool) -> None:
+        """Count one decision-memo lookup (applied by the next flush)."""
+        pending = self._pending
+        pending.append(bool(hit))
+        if len(pending) >= self._batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the records pending so far to the prometheus metrics (any thread; also on collection)."""
+        pending = self._pending
+        decisions: dict[tuple[Any, ...], int] = {}
+        seconds: list[float] = []
+        hits = misses = 0
+        for _ in range(len(pending)):
+            try:
+                record = pending.popleft()
+            except IndexError:  # another thread flushed meanwhile
+                break
+            if record is True:
+                hits += 1
+            elif record is False:
+                misses += 1
+            else:
+                key = record[:4]
+                decisions[key] = decisions.get(key, 0) + 1
+                seconds.append(record[4])
+        for key, count in decisions.items():
+            try:
+                increment = self._decision_incs[key]
+            except KeyError:
+                increment = self._bind_raw_decision(*key)
+            increment(count)
+        if seconds:
+            self._decision_seconds.observe_many(seconds)
+        if hits:
+            self._bind_memo("hit").inc(hits)
+        if misses:
+            self._bind_memo("miss").inc(misses)
 
     def _bind_raw_decision(
         self, outcome: str, reason: str | None, tenant: str | None, profile: str
@@ -190,10 +259,6 @@ class GateMetrics:
         if len(self._decision_incs) < RAW_KEY_LIMIT:
             self._decision_incs[(outcome, reason, tenant, profile)] = increment
         return increment
-
-    def memo(self, hit: bool) -> None:
-        """Count one decision-memo lookup."""
-        self._bind_memo("hit" if hit else "miss").inc()
 
     def geo_anomaly(self, tenant: str | None) -> None:
         """Count one impossible-travel anomaly."""
@@ -253,6 +318,7 @@ class GateMetrics:
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition and its content type; aggregates all workers in multiprocess mode."""
         if self.multiprocess:
+            self.flush()
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST

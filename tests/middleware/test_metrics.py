@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
-from ig_gate.middleware.metrics import RAW_KEY_LIMIT, GateMetrics
+from ig_gate.middleware.metrics import BATCH, RAW_KEY_LIMIT, GateMetrics
 
 
 def value(metrics: GateMetrics, name: str, **labels: str) -> float | None:
@@ -198,3 +199,37 @@ def test_multiprocess_mode_aggregates_worker_processes(tmp_path: Path):
     assert "ig_gate_decision_seconds_count 2.0" in text
     assert 'ig_gate_bundle_info{digest="sha256:r2",revision="r2",version="2"} 1.0' in text
     assert 'ig_gate_bundle_info{digest="sha256:r1",revision="r1",version="1"} 0.0' in text
+
+
+def test_every_record_is_seen_by_the_next_collection_even_below_a_batch(metrics):
+    metrics.observe_decision("allow", "ok", "acme", "read", 1e-5)
+    metrics.memo(True)
+    metrics.memo(False)
+
+    assert decisions(metrics, outcome="allow", reason="ok", tenant="acme", profile="read") == 1
+    assert value(metrics, "ig_gate_memo_lookups_total", result="hit") == 1
+    assert value(metrics, "ig_gate_memo_lookups_total", result="miss") == 1
+    assert value(metrics, "ig_gate_decision_seconds_count") == 1
+
+
+def test_concurrent_recording_and_scraping_lose_nothing(metrics):
+    per_thread = 3 * BATCH + 7
+
+    def record() -> None:
+        for i in range(per_thread):
+            metrics.observe_decision("allow", "ok", "acme", "read", 1e-5)
+            metrics.memo(i % 2 == 0)
+
+    threads = [threading.Thread(target=record) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        metrics.exposition()  # scrapes flush from another thread meanwhile
+    for thread in threads:
+        thread.join()
+
+    assert decisions(metrics, outcome="allow", reason="ok", tenant="acme", profile="read") == 4 * per_thread
+    hits = value(metrics, "ig_gate_memo_lookups_total", result="hit")
+    misses = value(metrics, "ig_gate_memo_lookups_total", result="miss")
+    assert (hits, misses) == (4 * (per_thread // 2 + 1), 4 * (per_thread // 2))
+    assert value(metrics, "ig_gate_decision_seconds_count") == 4 * per_thread
