@@ -61,6 +61,8 @@ _BEARER_OR_JWT = re.compile(r"^(?:bearer\s|eyJ[\w-]*\.[\w-]*\.)", re.IGNORECASE)
 _JWT_ANYWHERE = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")  # e.g. a magic-link token inside a request path
 _ENTRY_HASH_SUFFIX = re.compile(rb',"entry_hash":"([0-9a-f]{64})"\}')
 _SUFFIX_LEN = 81  # len(',"entry_hash":"') + 64 + len('"}')
+WAKE_AT = 64  # queued entries that wake the writer at once
+POLL_S = 0.05  # the writer's look at the queue when nobody woke it
 _KNOWN_KEYS = frozenset({
     "decision_id", "path", "input", "result", "bundles", "revision", "timestamp", "labels",
     "prev_hash", "entry_hash",
@@ -227,8 +229,11 @@ class DecisionLog:
 
     `on_drop()` is called once per dropped entry and `on_write(n)` after each written batch
     (both on any thread; GateMetrics.decision_log_dropped / decision_log_written fit).
-    The writer flushes whenever the queue runs empty, at the latest every
-    `flush_interval_s` while busy, and on close() (which also fsyncs).
+    The writer is woken once `WAKE_AT` entries are queued and otherwise looks every `POLL_S`
+    (so an entry reaches the file within about POLL_S, and a busy server wakes it once per
+    WAKE_AT entries instead of once per entry); it writes at most `max_batch` lines at a time
+    and lets the serving threads have the GIL in between. It flushes whenever the queue runs
+    empty, at the latest every `flush_interval_s` while busy, and on close() (which also fsyncs).
     """
 
     def __init__(
@@ -240,7 +245,7 @@ class DecisionLog:
         *,
         labels: Mapping[str, str] | None = None,
         flush_interval_s: float = 1.0,
-        max_batch: int = 1024,
+        max_batch: int = 64,
     ) -> None:
         self.path = Path(path)
         self._pending: deque[Any] = deque()  # (time, entry) and _Barrier markers
@@ -280,9 +285,8 @@ class DecisionLog:
         cache)."""
         pending = self._pending
         if not self._closed and len(pending) < self._queue_size:
-            was_empty = not pending
             pending.append((time.time(), entry))
-            if was_empty:
+            if len(pending) == WAKE_AT:
                 self._wake.set()
             return True
         self._count_drop()
@@ -295,7 +299,7 @@ class DecisionLog:
         while True:
             self._wake.clear()
             if not pending:
-                self._wake.wait(self._flush_interval_s)
+                self._wake.wait(min(POLL_S, self._flush_interval_s))
                 continue
             entries: list[tuple[float, Mapping[str, Any]]] = []
             barriers: list[_Barrier] = []
@@ -317,6 +321,7 @@ class DecisionLog:
                 for _ in range(len(pending)):  # appended while close() ran
                     self._count_drop()
                 return
+            time.sleep(0)  # the GIL goes to a serving thread between batches
 
     def _write(self, entries: list[tuple[float, Mapping[str, Any]]]) -> None:
         written = 0
