@@ -69,6 +69,8 @@ log = logging.getLogger("ig_gate.gate")
 _CACHED_BODY_BYTES = 4096  # request kinds of bodies up to this size are cached (4096 of them)
 _LOG_EVERY_S = 10.0
 _MAX_FLAGGED = 65_536  # subjects remembered as currently flagged for impossible travel
+# builds a NamedTuple from all its fields without the generated __new__ (~0.2 µs less per call, hot path)
+_new = tuple.__new__
 
 
 class GateRequest(NamedTuple):
@@ -337,10 +339,10 @@ class Gate:
         decision_id = self._ids.next()
         passes = verdict.outcome == ALLOW
         identity = _identity(trace, decision_id) if passes else None
-        return Decision(
+        return _new(Decision, (
             verdict.outcome, verdict.reasons, decision_id, revision, passes, trace.graphql, identity, None,
             "", trace.input,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     def _verdict(self, snapshot: PolicySnapshot, key: InputKey) -> tuple[Verdict | None, Mapping[str, Any]]:
         """(verdict, or None when the engine failed; the input document); memoized when the bundle allows."""
@@ -561,17 +563,10 @@ def _request_kind(
 def _identity(trace: _Trace, decision_id: str) -> Identity:
     session = trace.session
     assert session is not None
-    return Identity(
-        session.subject,
-        session.tenant,
-        session.risk,
-        trace.posture,
-        trace.country,
-        decision_id,
-        trace.profile,
-        session.acr,
-        session.stepup_satisfied,
-    )
+    return _new(Identity, (
+        session.subject, session.tenant, session.risk, trace.posture, trace.country, decision_id,
+        trace.profile, session.acr, session.stepup_satisfied,
+    ))  # fmt: skip
 
 
 def _key_set(source: str, settings: Settings, metrics: GateMetrics) -> JWKSet:

@@ -16,11 +16,10 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-from cachetools import LRUCache
 
 from ig_gate.middleware.jwks import JWKSet, JWTRejected
 from ig_gate.middleware.risk import RISK_RANK, RiskOverride, RiskStore
@@ -115,9 +114,11 @@ class SessionVerifier:
         self._leeway = float(identity.leeway_s)
         self._max_age = float(identity.stepup.max_age)
         self._use_tenant_header = identity.tenant_header is not None
-        self._cache: LRUCache[str, _Verified] | None = (
-            LRUCache(identity.token_cache_size) if identity.token_cache_size > 0 else None
+        # an LRU by token: lookups take no lock (each OrderedDict operation is atomic), inserts do
+        self._cache: OrderedDict[str, _Verified] | None = (
+            OrderedDict() if identity.token_cache_size > 0 else None
         )
+        self._cache_size = identity.token_cache_size
         self._lock = threading.Lock()
 
     def verify(self, token: str | None, tenant_header: str | None = None) -> Session:
@@ -166,15 +167,15 @@ class SessionVerifier:
         if cache is None:
             return None
         try:
-            with self._lock:
-                return cache[token]
-        except (KeyError, TypeError):  # TypeError: not hashable, so never cached
+            entry = cache[token]
+            cache.move_to_end(token)
+        except (KeyError, TypeError):  # evicted meanwhile; TypeError: not hashable, so never cached
             return None
+        return entry
 
     def _forget(self, token: str) -> None:
         if self._cache is not None:
-            with self._lock:
-                self._cache.pop(token, None)
+            self._cache.pop(token, None)
 
     def _verify_uncached(self, token: str) -> _Verified:
         identity = self._identity
@@ -190,9 +191,12 @@ class SessionVerifier:
             raise
         except Exception:
             raise TokenError("invalid", "token claims malformed") from None
-        if self._cache is not None:
+        cache = self._cache
+        if cache is not None:
             with self._lock:
-                self._cache[token] = entry
+                cache[token] = entry
+                while len(cache) > self._cache_size:
+                    cache.popitem(last=False)
         return entry
 
 

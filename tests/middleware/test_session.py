@@ -314,6 +314,14 @@ def test_disabled_cache_still_verifies(make, idp: KeyPair) -> None:
     assert make(token_cache_size=0).verify(mint(idp)).subject == "alice"
 
 
+def test_the_token_cache_is_bounded_and_forgets_the_least_recently_used(make, idp: KeyPair) -> None:
+    verifier = make(token_cache_size=2)
+    first, second, third = (mint(idp, sub=f"user-{i}") for i in range(3))
+    for token in (first, second, first, third):  # first is used again before third arrives
+        verifier.verify(token)
+    assert list(verifier._cache) == [first, third]
+
+
 def _garbage() -> st.SearchStrategy:
     segment = st.text(
         alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=", max_size=80
