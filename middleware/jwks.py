@@ -26,7 +26,7 @@ from typing import Any
 
 import jwt
 
-from ig_gate.middleware.jws import JWTRejected, VerifyingKey, verify_compact
+from ig_gate.middleware.jws import JWTRejected, VerifyingKey, loads, verify_compact
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def _header(token: str) -> dict[str, Any]:
     """The JOSE header, parsed only to pick the key; pyjwt parses it again, strictly, before trusting it."""
     try:
         segment = token[: token.index(".")]
-        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        header = loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except Exception:
         raise JWTRejected("invalid", "token malformed") from None
     if not isinstance(header, dict):

@@ -8,9 +8,9 @@ header object -> `kid` type, `crit` (only "b64" understood), `b64: false` refuse
 -> signature -> payload JSON object -> required claims -> iss -> aud -> sub/jti types.
 
 The cryptography is pyjwt's own (`PyJWK.Algorithm.verify`); what is saved is pyjwt's byte-by-byte base64
-check in Python and the key preparation, done once per key here. JSON is parsed with the json module, as
-pyjwt does (orjson turns integers beyond 64 bits into floats). tests/middleware/test_jws.py holds
-pyjwt as the reference: both must agree on every token, hypothesis-generated garbage included.
+check in Python and the key preparation, done once per key here. JSON gives what pyjwt's `json.loads`
+gives (see `loads`). tests/middleware/test_jws.py holds pyjwt as the reference: both must agree on every
+token, hypothesis-generated garbage included.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import orjson
 
 _SEGMENT = re.compile(rb"[A-Za-z0-9_-]*={0,2}")
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")  # 19 digits: an integer that may not fit in 64 bits
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _SUPPORTED_CRIT = frozenset({"b64"})
 
@@ -115,9 +117,22 @@ def _segment(segment: bytes) -> bytes:
     return decoded
 
 
+def loads(data: bytes) -> Any:
+    """`json.loads(data)`, ~4x faster: orjson where it gives the same value. orjson reads integers beyond
+    64 bits as floats (so text with a 19-digit run goes to json), and refuses some of what json accepts
+    (NaN, Infinity, a BOM, UTF-16, lone surrogates; json decides those). ValueError/RecursionError as json.
+    """
+    if _LONG_DIGITS.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
+
+
 def _json_object(data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(data)
+        value = loads(data)
     except (ValueError, RecursionError):
         raise JWTRejected("invalid", _INVALID) from None
     if not isinstance(value, dict):

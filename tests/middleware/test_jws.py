@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ig_gate.middleware.jwks import JWKSet
-from ig_gate.middleware.jws import JWTRejected, VerifyingKey, verify_compact
+from ig_gate.middleware.jws import JWTRejected, VerifyingKey, loads, verify_compact
 
 ISSUER, AUDIENCE = "https://idp.example.test", "ig-gateway"
 REQUIRE = ("exp", "iss", "sub")
@@ -281,3 +281,30 @@ def test_jwkset_decode_accepts_a_valid_token_and_reports_each_rejection_by_name(
         with pytest.raises(JWTRejected) as caught:
             decode(token)
         assert caught.value.description == description
+
+
+# -- loads: json.loads' answer, faster --------------------------------------------------------------
+
+
+def json_answer(parse: Any, data: bytes) -> Any:
+    try:
+        value = parse(data)
+    except (ValueError, RecursionError):
+        return "refused"
+    return json.dumps(value, sort_keys=True), repr(value)  # repr: int and float stay apart, -0.0 too
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    JSONISH | st.floats() | st.integers(-(2**80), 2**80), st.sampled_from(["utf-8", "utf-8-sig", "utf-16"])
+)
+def test_loads_gives_what_json_loads_gives(value, encoding):
+    data = json.dumps(value).encode(encoding)
+    assert json_answer(loads, data) == json_answer(json.loads, data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40) | st.text(alphabet='{}[]",:-+.eE0123456789 \\u\tnultrfalsNIiy', max_size=40)
+       .map(str.encode))
+def test_loads_refuses_what_json_loads_refuses(data):
+    assert json_answer(loads, data) == json_answer(json.loads, data)
