@@ -171,6 +171,8 @@ class ServerSettings:
     max_body_bytes: int = 1_048_576
     coprocessor_trusted_hops: int = 1  # Apollo Router is a trusted hop in x-forwarded-for
     graceful_timeout_s: float = 10.0
+    # at startup complete: gc.collect() then gc.freeze(), so full collections skip the startup heap
+    gc_freeze: bool = True
 
 
 @dataclass(frozen=True, slots=True)

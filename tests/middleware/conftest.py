@@ -66,6 +66,7 @@ class World:
             "geo": {"database": str(self.mmdb), "trusted_proxies": ["10.0.0.0/8"]},
             "metrics": {"tenants": ["acme", "globex"]},
             "exclude_paths": ["/healthz"],
+            "server": {"gc_freeze": False},  # tests share one process: freezing is tested on its own
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(raw.get(key), dict):

@@ -4,6 +4,7 @@ modes, threads, the decision log and the metrics it keeps."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import threading
@@ -110,6 +111,17 @@ def test_lifespan_passes_through_and_shutdown_flushes_the_decision_log(world, ma
         assert client.post("/graphql", content=query(), headers=bearer(world.token())).status_code == 200
     log_path = tmp_path / "decisions.jsonl"
     assert len(log_path.read_text().splitlines()) == 1
+
+
+def test_startup_complete_freezes_the_heap_when_configured(world, make_client):
+    gc.unfreeze()
+    try:
+        with make_client(world.settings(server={"gc_freeze": True}), started=False):
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    with make_client(started=False):  # gc_freeze: false
+        assert gc.get_freeze_count() == 0
 
 
 def test_state_is_created_when_the_scope_has_none(world, make_client):
