@@ -502,15 +502,13 @@ class Gate:
             document = policy_input(document)
         elif document is None:  # refused before the policy input existed: log what was asked
             document = {"request": {"method": request.method, "path": request.path}}
-        self.decision_log.append(
-            {
-                "decision_id": decision.decision_id,
-                "path": self._log_path,
-                "input": document,
-                "result": trace.result if trace.result is not None else {"reasons": list(reasons)},
-                "revision": decision.revision,
-                "outcome": decision.outcome,
-            }
+        self.decision_log.append_decision(
+            decision.decision_id,
+            self._log_path,
+            document,
+            trace.result if trace.result is not None else {"reasons": list(reasons)},
+            decision.revision,
+            decision.outcome,
         )
 
     def _activate(self, snapshot: PolicySnapshot) -> None:

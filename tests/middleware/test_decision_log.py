@@ -375,3 +375,33 @@ def test_timestamps_are_rfc3339_utc_with_microseconds(micros):
     ts = micros / 10**6
     expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     assert _Timestamps()(ts).decode() == expected
+
+
+def test_append_decision_writes_the_line_append_writes(tmp_path):
+    document, result = {"tenant": "acme", "note": "Bearer x"}, {"allow": True, "reasons": []}
+    by_dict, by_args = tmp_path / "dict.log", tmp_path / "args.log"
+    for path, add in ((by_dict, "dict"), (by_args, "args")):
+        with DecisionLog(path, labels={"id": "same"}) as log:
+            for outcome in ("allow", "deny", "allow"):
+                if add == "dict":
+                    log.append({"decision_id": "d-1", "path": "ig/zt/decision", "input": document,
+                                "result": result, "revision": None, "outcome": outcome, "timestamp": 5.0})
+                else:
+                    log._queue((5.0, "d-1", "ig/zt/decision", document, result, None, outcome))
+
+    assert by_args.read_bytes() == by_dict.read_bytes()
+    assert records(by_args)[0]["input"]["note"] == REDACTED
+    assert verify_chain(by_args).entries == 3
+
+
+def test_append_decision_is_queued_with_the_time_of_the_call(log_path):
+    with DecisionLog(log_path) as log:
+        before = time.time()
+        log.append_decision("d-1", "ig/zt/decision", {"tenant": "acme"}, {"allow": True}, "r1", "allow")
+        after = time.time()
+
+    row = records(log_path)[0]
+    written = datetime.fromisoformat(row["timestamp"].replace("Z", "+00:00")).timestamp()
+    assert before - 1e-6 <= written <= after + 1e-6
+    assert (row["decision_id"], row["bundles"]) == ("d-1", {"ig": {"revision": "r1"}})
+    assert row["outcome"] == "allow"
