@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from ig_gate.bundles.errors import BundleError, PolicyEvalError
 from ig_gate.bundles.pin import Pin
 from ig_gate.bundles.policy import PolicySnapshot, PolicySource, StaticPolicySource
-from ig_gate.bundles.rollout import RolloutController, Ticket
+from ig_gate.bundles.rollout import RolloutController
 from ig_gate.bundles.signing import VerificationKey
 from ig_gate.bundles.verify import VerifyOptions
 from ig_gate.geo.anomaly import TravelAnomalyDetector
@@ -61,6 +61,7 @@ from ig_gate.middleware.jwks import JWKSet
 from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.profile import workload_profile
 from ig_gate.middleware.risk import InMemoryRiskStore, RiskStore
+from ig_gate.middleware.rollout_eval import RolloutComparison
 from ig_gate.middleware.session import Session, SessionVerifier, TokenError
 from ig_gate.middleware.settings import ConfigError, Settings
 
@@ -177,10 +178,9 @@ class Gate:
         self._throttle = _Throttle(_LOG_EVERY_S)
         self._flagged: dict[str, None] = {}  # subjects whose travel anomaly was already reported
         self.rollout = rollout  # staged rollout of a candidate bundle; its events feed our metrics
-        if rollout is not None:
-            rollout.on_event = self._rollout_event
-            rollout.on_stage = metrics.rollout_stage
-            metrics.rollout_stage(rollout.stage_index)
+        self._comparison = None if rollout is None else RolloutComparison(
+            rollout, metrics, self._memo, self._evaluate, self._log_failure, self._log_candidate_failure
+        )
         for key_set in self.key_sets.values():
             key_set.start()
 
@@ -326,12 +326,12 @@ class Gate:
             return self._failure("no_bundle", None, trace)
         if snapshot is not self._snapshot:
             self._activate(snapshot)
-        rollout = self.rollout
-        ticket = None if rollout is None else rollout.assign(session.tenant, session.session_key)
-        if rollout is None or ticket is None:
+        comparison = self._comparison
+        ticket = None if comparison is None else comparison.ticket(session.tenant, session.session_key)
+        if comparison is None or ticket is None:
             verdict, trace.input = self._verdict(snapshot, key)
         else:
-            snapshot, verdict, trace.input = self._compare(rollout, ticket, snapshot, key)
+            snapshot, verdict, trace.input = comparison.compare(ticket, snapshot, key)
             revision = trace.revision = snapshot.revision
         if verdict is None:  # the engine failed; _verdict logged the cause
             return self._failure("engine_error", None, trace)
@@ -372,50 +372,9 @@ class Gate:
             memo.put(key, (verdict, document))
         return verdict, document
 
-    # -- staged rollout ------------------------------------------------------------------------------
-
-    def _compare(
-        self, rollout: RolloutController, ticket: Ticket, active: PolicySnapshot, key: InputKey
-    ) -> tuple[PolicySnapshot, Verdict | None, Mapping[str, Any]]:
-        """Evaluate the active bundle and the rollout candidate on the same input, report both outcomes
-        to the controller, and return (deciding snapshot, verdict, input document): the candidate decides
-        when the ticket enforces it and it did not fail, else the active bundle."""
-        candidate = ticket.snapshot
-        ours, document, our_s = self._observed(active, key, self._log_failure)
-        candidate_key = (candidate.digest, *key[1:])  # memoized beside the active bundle's entries
-        theirs, _, their_s = self._observed(candidate, candidate_key, self._log_candidate_failure)
-        our_outcome = ERROR if ours is None else ours.outcome
-        their_outcome = ERROR if theirs is None else theirs.outcome
-        rollout.observe(ticket, our_outcome, our_s, their_outcome, their_s)
-        self.metrics.decision_by_role("active", our_outcome)
-        self.metrics.decision_by_role("candidate", their_outcome)
-        if ticket.enforce and theirs is not None:
-            return candidate, theirs, document
-        return active, ours, document
-
-    def _observed(
-        self, snapshot: PolicySnapshot, key: InputKey, report: Callable[[str, BaseException], None]
-    ) -> tuple[Verdict | None, Mapping[str, Any], float | None]:
-        """_verdict for a rollout comparison, plus the engine's seconds (None when memoized)."""
-        memo = self._memo if snapshot.cacheable else None
-        if memo is not None:
-            memoized = memo.get(key)
-            self.metrics.memo(memoized is not None)
-            if memoized is not None:
-                return memoized[0], memoized[1], None
-        started = time.perf_counter()
-        verdict, document = self._evaluate(snapshot, key, memo, report)
-        return verdict, document, time.perf_counter() - started
-
     def _log_candidate_failure(self, kind: str, exc: BaseException) -> None:
         if self._throttle(f"candidate_{kind}", time.monotonic()) is not None:
             log.warning("ig-gate rollout candidate %s (the active bundle decides): %s", kind, _describe(exc))
-
-    def _rollout_event(self, kind: str, detail: str) -> None:
-        """Count a rollout event; a revert also raises the rollout_reverts alert metric."""
-        self.metrics.bundle_event(kind)
-        if kind == "rollout_reverted":
-            self.metrics.rollout_revert()
 
     # -- refusals and failures -----------------------------------------------------------------------
 
