@@ -26,7 +26,7 @@ from typing import Any
 
 import jwt
 
-from ig_gate.middleware.jws import JWTRejected, VerifyingKey, loads, verify_compact
+from ig_gate.middleware.jws import JWTRejected, VerifyingKey, loads, strict_header, verify_compact
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ class JWKSet:
         """
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
             raise JWTRejected("invalid", "token malformed")
-        header = _header(token)
+        parsed = strict_header(token)  # as verify_compact reads it; a broken one fails there, later
+        header = parsed if parsed is not None else _header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in algorithms or alg.lower() == "none":
             raise JWTRejected("invalid", "signing algorithm not allowed")
@@ -188,7 +189,9 @@ class JWKSet:
         if key.algorithm_name != alg:
             raise JWTRejected("invalid", "signing algorithm does not match the key")
         try:
-            claims = verify_compact(token, key, issuer=issuer, audience=audience, require=require)
+            claims = verify_compact(
+                token, key, issuer=issuer, audience=audience, require=require, header=parsed
+            )
         except JWTRejected:
             raise
         except Exception:  # whatever else a broken token makes the crypto layer raise
@@ -312,7 +315,8 @@ def _parse_keys(raw: list[Mapping[str, Any]], source: str) -> list[jwt.PyJWK]:
 
 
 def _header(token: str) -> dict[str, Any]:
-    """The JOSE header, parsed only to pick the key; pyjwt parses it again, strictly, before trusting it."""
+    """The JOSE header read leniently, to pick the key and name what is wrong when strict_header failed;
+    verify_compact then refuses the token."""
     try:
         segment = token[: token.index(".")]
         header = loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))

@@ -66,6 +66,17 @@ class VerifyingKey:
         return cls(jwk, jwk.algorithm_name, algorithm, key, problem)
 
 
+def strict_header(token: str) -> dict[str, Any] | None:
+    """The JOSE header as verify_compact reads it (strict base64url of a JSON object), else None."""
+    dot = token.find(".")
+    if dot < 0:
+        return None
+    try:
+        return _json_object(_segment(token[:dot].encode()))
+    except (JWTRejected, UnicodeEncodeError):
+        return None
+
+
 def verify_compact(
     token: str,
     key: VerifyingKey,
@@ -73,10 +84,12 @@ def verify_compact(
     issuer: str | None,
     audience: str | Iterable[str] | None,
     require: Sequence[str],
+    header: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The claims of `token` signed by `key` with the key's algorithm; JWTRejected as JWKSet.decode maps
     pyjwt's errors: "signature invalid", "claim 'x' missing", "wrong issuer", "wrong audience", else
-    "token invalid". The caller has checked that the header's alg is allowed and is the key's."""
+    "token invalid". The caller has checked that the header's alg is allowed and is the key's; `header`,
+    when given, is `strict_header(token)` already parsed (it is not parsed again)."""
     try:
         raw = token.encode()
     except UnicodeEncodeError:
@@ -85,7 +98,8 @@ def verify_compact(
     header_segment, dot2, payload_segment = signing_input.partition(b".")
     if not dot or not dot2:
         raise JWTRejected("invalid", _INVALID)  # not enough segments
-    header = _json_object(_segment(header_segment))
+    if header is None:
+        header = _json_object(_segment(header_segment))
     if header.get("b64", True) is False:  # detached payloads are never passed: pyjwt refuses these
         raise JWTRejected("invalid", _INVALID)
     payload = _segment(payload_segment)

@@ -18,7 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ig_gate.middleware.jwks import JWKSet
+from ig_gate.middleware.jwks import MAX_TOKEN_CHARS, JWKSet
+from ig_gate.middleware.jwks import _check_times as check_times
+from ig_gate.middleware.jwks import _header as lenient_header
 from ig_gate.middleware.jws import JWTRejected, VerifyingKey, loads, verify_compact
 
 ISSUER, AUDIENCE = "https://idp.example.test", "ig-gateway"
@@ -204,7 +206,7 @@ JSONISH = st.recursive(
 HEADERS = st.fixed_dictionaries(
     {"alg": st.sampled_from(["ES256", "ES256", "RS256", "none", "HS256", ""])},
     optional={
-        "kid": st.sampled_from(["es", None, 3, ["es"]]),
+        "kid": st.sampled_from(["es", "rs", None, 3, ["es"]]),
         "crit": st.sampled_from([["b64"], [], "b64", ["zip"], [1]]),
         "b64": st.sampled_from([True, False, "false", 0]),
         "typ": st.sampled_from(["JWT", "at+jwt", 1]),
@@ -308,3 +310,66 @@ def test_loads_gives_what_json_loads_gives(value, encoding):
        .map(str.encode))
 def test_loads_refuses_what_json_loads_refuses(data):
     assert json_answer(loads, data) == json_answer(json.loads, data)
+
+
+# -- JWKSet.decode against the decode it replaced (lenient header pre-check, then pyjwt) ---------------
+
+KEY_SETS = {  # one key: it also answers tokens without kid; two: a kid must name one
+    "one": JWKSet.from_keys([KEYS["ES256"][0]._jwk_data]),
+    "two": JWKSet.from_keys([KEYS["ES256"][0]._jwk_data, KEYS["RS256"][0]._jwk_data]),
+}
+ALGORITHMS = ("ES256", "RS256")
+
+
+def reference_decode(token: str, key_set: JWKSet) -> Any:
+    """JWKSet.decode as it was with pyjwt: the claims or ("rejected", kind, description)."""
+    try:
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+            raise JWTRejected("invalid", "token malformed")
+        header = lenient_header(token)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in ALGORITHMS or alg.lower() == "none":
+            raise JWTRejected("invalid", "signing algorithm not allowed")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise JWTRejected("invalid", "token malformed (kid)")
+        key = key_set.key(kid)
+        if key is None:
+            raise JWTRejected("invalid", "signing key unknown")
+        if key.algorithm_name != alg:
+            raise JWTRejected("invalid", "signing algorithm does not match the key")
+        answer = reference(token, VerifyingKey.from_jwk(key))
+        if isinstance(answer, tuple):
+            raise JWTRejected("invalid", answer[1])
+        check_times(answer, 1_000, 30)
+        return answer
+    except JWTRejected as exc:
+        return "rejected", exc.kind, exc.description
+
+
+def decoded(token: str, key_set: JWKSet) -> Any:
+    try:
+        return key_set.decode(
+            token, algorithms=ALGORITHMS, now=1_000, leeway=30, issuer=ISSUER, audience=AUDIENCE,
+            require=REQUIRE,
+        )
+    except JWTRejected as exc:
+        return "rejected", exc.kind, exc.description
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header=HEADERS, payload=PAYLOADS, data=st.data())
+def test_jwkset_decode_answers_as_the_pyjwt_decode_it_replaced(header, payload, data):
+    name = data.draw(st.sampled_from(["ES256", "RS256"]))
+    times = data.draw(st.fixed_dictionaries({}, optional={"nbf": st.sampled_from([0, 2_000, "x"]),
+                                                         "iat": st.sampled_from([0, 2_000])}))
+    body = {**payload, **times} if isinstance(payload, dict) else payload
+    token = mangle(sign(name, header, json.dumps(body).encode()), data)
+    key_set = KEY_SETS[data.draw(st.sampled_from(sorted(KEY_SETS)))]
+    assert decoded(token, key_set) == reference_decode(token, key_set)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_jwkset_decode_answers_hand_made_tokens_as_before(case):
+    for key_set in KEY_SETS.values():
+        assert decoded(CASES[case], key_set) == reference_decode(CASES[case], key_set)
