@@ -1,9 +1,12 @@
 """The hash-chained decision log: JSON lines in OPA's decision-log shape, written off the request path.
 
-`DecisionLog.append()` only puts the caller's dict on a bounded deque (a full queue
-drops the entry and counts it; ~0.4 µs, where `queue.Queue.put_nowait` costs 1-7 µs
-against a busy writer thread); a daemon thread serialises, redacts, chains and
-writes. Each line is one JSON object:
+`DecisionLog.append()` (and `append_decision()`, the gate's entry without a dict) only
+puts the entry on a bounded deque (a full queue drops the entry and counts it; ~0.3 µs,
+where `queue.Queue.put_nowait` costs 1-7 µs against a busy writer thread); a daemon
+thread serialises (orjson), redacts, chains and writes, ~5 µs a line: the parts of a
+line are encoded one by one, and a dict or list logged again (the gate's memoized input
+documents and policy results) is encoded and checked for secrets once. Each line is one
+JSON object:
 
     {"decision_id", "path", "input", "result", "bundles": {"ig": {"revision"}} (the entry's
      "bundles", else built from its "revision"), "timestamp" (RFC 3339, UTC; the entry's
