@@ -279,7 +279,7 @@ class DecisionLog:
             raise DecisionLogError(f"decision log {self.path}: cannot open: {exc.strerror or exc}") from exc
         if not complete:
             self._file.write(b"\n")  # a torn last line stays (verify reports it); the chain goes on after it
-        self._prev_hash = GENESIS if last is None else _sha256(last)
+        self._prev_hash = (GENESIS if last is None else _sha256(last)).encode()
         self._thread = threading.Thread(target=self._run, name=f"decision-log:{self.path.name}", daemon=True)
         self._thread.start()
 
@@ -350,7 +350,7 @@ class DecisionLog:
                 log.exception("decision log %s: entry %s not written", self.path, decision_id)
                 self._count_drop()
                 continue
-            self._prev_hash = _sha256(line)
+            self._prev_hash = _sha256(line).encode()
             written += 1
         if written:
             self.written += written
@@ -398,8 +398,10 @@ class DecisionLog:
 
     def _chained(self, parts: tuple[bytes, ...]) -> bytes:
         """The line from its parts: prev_hash added, then entry_hash over all of that."""
-        body = b"".join(parts) + b',"prev_hash":"' + self._prev_hash.encode() + b'"}'
-        return body[:-1] + b',"entry_hash":"' + _sha256(body).encode() + b'"}'
+        body = b"".join((*parts, b',"prev_hash":"', self._prev_hash, b'"'))
+        entry_hash = hashlib.sha256(body)
+        entry_hash.update(b"}")  # the entry's hash covers the line up to here, closed
+        return b"".join((body, b',"entry_hash":"', entry_hash.hexdigest().encode(), b'"}'))
 
     def _text(self, value: Any) -> bytes:
         """_redacted_json for values that repeat (paths), cached."""
