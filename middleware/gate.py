@@ -303,6 +303,8 @@ class Gate:
         try:
             session = trace.session = self.sessions.verify(token, tenant_header)
         except TokenError as exc:
+            if not self._identity_keys_loaded():  # the IdP's keys never arrived: not the token's fault
+                return self._failure("jwks_unavailable", None, trace)
             return self._refusal(UNAUTHENTICATED, f"token_{exc.kind}", exc.description, trace, exc.kind)
 
         attestation = get(self._device_header)
@@ -478,6 +480,13 @@ class Gate:
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
+    def _identity_keys_loaded(self) -> bool:
+        key_set = self.key_sets.get("identity")
+        return key_set is None or key_set.loaded
+
+    def _key_sets_loaded(self) -> bool:
+        return all(key_set.loaded for key_set in self.key_sets.values())
+
     def status(self) -> dict[str, Any]:
         """What the gate runs with: policy revision (or why there is none), failure mode, memo, key sets."""
         snapshot = self.policy.current()
@@ -489,7 +498,7 @@ class Gate:
                 "cacheable": snapshot.cacheable,
             }
         return {
-            "ready": snapshot is not None and self.sessions is not None,
+            "ready": snapshot is not None and self.sessions is not None and self._key_sets_loaded(),
             "policy": policy,
             "policy_problem": None if snapshot is not None else self._unavailable_reason(),
             "problems": list(self.problems),

@@ -216,6 +216,11 @@ class JWKSet:
             self._thread.join(timeout=10)
             self._thread = None
 
+    @property
+    def loaded(self) -> bool:
+        """Whether keys were installed at least once (fixed sets: always; URL sets: after a first fetch)."""
+        return self._fetch is None or self._ready.is_set()
+
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait until a URL set has loaded keys once (True), or timeout_s passed (False). Fixed sets: True."""
         return self._fetch is None or self._ready.wait(timeout_s)

@@ -54,7 +54,7 @@ REASONS = (
     "geo_fenced", "geo_anomaly", "geo_unknown", "unknown_tenant",
     "purpose_missing", "purpose_unknown", "purpose_denied", "purpose_not_granted",
     "purpose_operation_forbidden",
-    "no_bundle", "engine_error", "identity_unconfigured", "internal_error",
+    "no_bundle", "engine_error", "identity_unconfigured", "jwks_unavailable", "internal_error",
     "malformed_request", "body_too_large",
 )
 

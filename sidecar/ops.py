@@ -48,6 +48,9 @@ async def not_ready(sidecar: Sidecar) -> str | None:
         return "; ".join(gate.problems)
     if gate.policy.current() is None:
         return gate.status()["policy_problem"]
+    waiting = [name for name, key_set in gate.key_sets.items() if not key_set.loaded]
+    if waiting:
+        return f"key sets not loaded yet: {', '.join(waiting)} (see /v1/status key_sets)"
     return await run_in_threadpool(sidecar.policy.ready)
 
 

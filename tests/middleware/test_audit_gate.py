@@ -1,8 +1,5 @@
 """Audit of issue 3 through the real middleware and Gate.from_settings: the documented YAML keys, an https
 JWKS, trusted-proxy parsing, tenant isolation of the memo and caches, engine panics, the decision log CLI.
-
-A test marked xfail(strict=True) shows a bug the audit found that is not fixed yet; it passes once the bug
-is fixed, and strict xfail then makes it fail so that the marker gets removed.
 """
 
 from __future__ import annotations
@@ -149,10 +146,6 @@ def test_audit_jwks_ca_file_is_trusted_for_an_https_jwks_url(world, idp_https):
         gate.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="before a JWKS URL has loaded once, valid tokens get 401 invalid_token and status() says ready",
-)
 def test_audit_identity_keys_not_loaded_yet_fail_by_failure_mode_not_as_bad_tokens(world):
     gate = Gate.from_settings(world.settings(identity={"jwks": f"https://127.0.0.1:{free_port()}/jwks.json"}))
     try:
