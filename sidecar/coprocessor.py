@@ -43,7 +43,7 @@ from ig_gate.sidecar.asgi_io import (
     read_body,
     respond_json,
 )
-from ig_gate.sidecar.wiring import Sidecar
+from ig_gate.sidecar.wiring import Sidecar, SidecarEndpoint
 
 log = logging.getLogger("ig_gate.sidecar.coprocessor")
 
@@ -61,14 +61,8 @@ class PayloadError(ValueError):
     """A coprocessor payload field has the wrong shape; the message names the field."""
 
 
-class Coprocessor:
+class Coprocessor(SidecarEndpoint):
     """The pure-ASGI coprocessor endpoint."""
-
-    def __init__(self, sidecar: Sidecar) -> None:
-        self.sidecar = sidecar
-        self.gate = sidecar.gate
-        self.responses = sidecar.responses
-        self.max_body_bytes = sidecar.settings.server.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

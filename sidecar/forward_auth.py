@@ -32,7 +32,7 @@ from ig_gate.middleware.decision import Identity
 from ig_gate.middleware.gate import GateRequest
 from ig_gate.middleware.graphql import is_graphql_body
 from ig_gate.sidecar.asgi_io import BodyTooLarge, Headers, Receive, Scope, Send, read_body, respond
-from ig_gate.sidecar.wiring import Sidecar
+from ig_gate.sidecar.wiring import Sidecar, SidecarEndpoint
 
 PREFIX = "/authz"
 IDENTITY_HEADER_NAMES = (b"x-auth-subject", b"x-auth-tenant", b"x-auth-risk", b"x-auth-decision-id")
@@ -54,14 +54,8 @@ def identity_headers(identity: Identity) -> Headers:
     return [(name, header_value(v)) for name, v in zip(IDENTITY_HEADER_NAMES, values, strict=True) if v]
 
 
-class ForwardAuth:
+class ForwardAuth(SidecarEndpoint):
     """The pure-ASGI forward-auth endpoint."""
-
-    def __init__(self, sidecar: Sidecar) -> None:
-        self.sidecar = sidecar
-        self.gate = sidecar.gate
-        self.responses = sidecar.responses
-        self.max_body_bytes = sidecar.settings.server.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -147,3 +147,13 @@ class Sidecar:
         """A 400 refusal of a request the sidecar cannot even describe to the gate (`detail` is returned)."""
         reasons = ("malformed_request",)
         return Decision(BAD_REQUEST, reasons, self.ids.next(), None, False, graphql, detail=detail)
+
+
+class SidecarEndpoint:
+    """Base of the pure-ASGI sidecar endpoints: the sidecar, its gate and responses, the body limit."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+        self.gate = sidecar.gate
+        self.responses = sidecar.responses
+        self.max_body_bytes = sidecar.settings.server.max_body_bytes
