@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from packaging.version import InvalidVersion, Version
 
 from ig_gate.bundles.archive import SIGNATURES, Bundle, build_bundle, read_bundle
 from ig_gate.bundles.detached import sign_blob
 from ig_gate.bundles.errors import BundleError, BundleFormatError, PinError, SignatureError
 from ig_gate.bundles.fsutil import write_atomic
+from ig_gate.bundles.keys import generate_key_pair
 from ig_gate.bundles.manifest import Expiry, parse_expires
 from ig_gate.bundles.pin import Pin
 from ig_gate.bundles.signing import SIGN_ALGORITHMS, VerificationKey, decode_unverified, sign_bundle
@@ -91,18 +92,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     existing = [str(p) for p in (key_path, pub_path) if p.exists()]
     if existing and not args.force:
         raise UsageError(f"{existing[0]} exists (use --force to overwrite)")
-    if args.alg == "ES256":
-        key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = ec.generate_private_key(ec.SECP256R1())
-    else:
-        key = rsa.generate_private_key(65537, 3072)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    _write(key_path, private_pem, mode=0o600)
-    _write(pub_path, public_pem)
+    pair = generate_key_pair(args.alg)
+    _write(key_path, pair.private_pem, mode=0o600)
+    _write(pub_path, pair.public_pem)
     return _emit({"alg": args.alg, "private_key": str(key_path), "public_key": str(pub_path)})
 
 

@@ -19,23 +19,9 @@ UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR = "unauthenticated", "bad_request
 OUTCOMES = (ALLOW, STEPUP, DENY, UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR)
 MAX_REASONS = 8
 
-# order of the memo key (the bundle revision first); policy_input() turns a key into the input document
-INPUT_FIELDS = (
-    "revision",
-    "tenant",
-    "session.risk",
-    "session.acr",
-    "session.auth_age_s",
-    "session.subject",
-    "stepup",
-    "device.posture",
-    "geo.country",
-    "geo.anomaly",
-    "request.method",
-    "request.path",
-    "request.operation_type",
-    "request.purpose",
-)
+# A memo key is the tuple (revision, tenant, session.risk, session.acr, session.auth_age_s, session.subject,
+# stepup, device.posture, geo.country, geo.anomaly, request.method, request.path, request.operation_type,
+# request.purpose); policy_input() turns a key back into the nested input document.
 InputKey = tuple[Any, ...]
 
 
@@ -86,7 +72,7 @@ class Decision(NamedTuple):
 
 
 def policy_input(key: InputKey) -> dict[str, Any]:
-    """The nested input document the policy reads, from a memo key built in INPUT_FIELDS order."""
+    """The nested input document the policy reads, from a memo key (the order above)."""
     _, tenant, risk, acr, age, subject, stepup, posture, country, anomaly, method, path, op, purpose = key
     return {
         "tenant": tenant,

@@ -15,11 +15,12 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from ig_gate.bundles.keys import generate_key_pair
 
 DEFAULT_ISSUER = "https://idp.example.test"
 DEFAULT_AUDIENCE = "ig-gateway"
@@ -34,11 +35,7 @@ class DevKey:
 
     @classmethod
     def generate(cls, kid: str) -> DevKey:
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        return cls(pem, kid)
+        return cls(generate_key_pair("ES256").private_pem, kid)
 
     @classmethod
     def load(cls, path: Path, kid: str) -> DevKey:

@@ -86,9 +86,9 @@ def user(sub: str) -> dict[str, str]:
     return {"format": "iss_sub", "iss": "https://idp.example.test", "sub": sub}
 
 
-def ask(client: Any, token: str, **headers: str) -> int:
+def forward_auth(client: Any, token: str, **headers: str) -> Any:
     """Forward-auth: the gate's answer for a GraphQL GET by this token (client in the US)."""
-    response = client.get(
+    return client.get(
         "/authz",
         headers={
             "authorization": f"Bearer {token}",
@@ -98,7 +98,11 @@ def ask(client: Any, token: str, **headers: str) -> int:
             **headers,
         },
     )
-    return response.status_code
+
+
+def ask(client: Any, token: str, **headers: str) -> int:
+    """The status of forward_auth()."""
+    return forward_auth(client, token, **headers).status_code
 
 
 def push(client: Any, token: str) -> Any:
@@ -114,15 +118,7 @@ def test_session_revoked_makes_the_next_request_of_that_session_401_and_spares_o
     accepted = push(sidecar, make_set(transmitter, {CAEP + "session-revoked": {}}, sub_id=opaque("sess-1")))
 
     assert (accepted.status_code, accepted.content) == (202, b"")
-    refused = sidecar.get(
-        "/authz",
-        headers={
-            "authorization": f"Bearer {revoked}",
-            "x-forwarded-for": US_IP,
-            "x-original-uri": "/graphql",
-            "x-original-method": "GET",
-        },
-    )
+    refused = forward_auth(sidecar, revoked)
     assert refused.status_code == 401
     assert 'error="invalid_token"' in refused.headers["www-authenticate"]
     assert ask(sidecar, other) == 200

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from ig_gate.bundles.keys import generate_key_pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,17 +37,8 @@ class KeyPair:
 
 def make_keypair(alg: str = "ES256", kid: str = "test-key") -> KeyPair:
     """Generate a new EC P-256 (ES256) or RSA-2048 (RS256/PS256) key pair."""
-    if alg.startswith("ES"):
-        key = ec.generate_private_key(ec.SECP256R1())
-    else:
-        key = rsa.generate_private_key(65537, 2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return KeyPair(key, private_pem, public_pem, kid, alg)
+    pair = generate_key_pair(alg, rsa_bits=2048)
+    return KeyPair(pair.key, pair.private_pem, pair.public_pem, kid, alg)
 
 
 def write_jwks(path: Path, *pairs: KeyPair) -> Path:
