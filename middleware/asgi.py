@@ -67,7 +67,7 @@ class ZeroTrustMiddleware:
             await self._other(scope, receive, send)
             return
         path = scope["path"]
-        if path in self._excluded or (self._excluded_prefixes and path.startswith(self._excluded_prefixes)):
+        if self._is_excluded(path):
             await self.app(scope, receive, send)
             return
         method = scope["method"]
@@ -97,6 +97,11 @@ class ZeroTrustMiddleware:
         else:
             await self._send_refusal(send, decision, method)
 
+    def _is_excluded(self, path: str) -> bool:
+        return path in self._excluded or (
+            bool(self._excluded_prefixes) and path.startswith(self._excluded_prefixes)
+        )
+
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "websocket":
@@ -108,7 +113,7 @@ class ZeroTrustMiddleware:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        if path in self._excluded or (self._excluded_prefixes and path.startswith(self._excluded_prefixes)):
+        if self._is_excluded(path):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
@@ -140,8 +145,8 @@ class ZeroTrustMiddleware:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete" and self.gate.settings.server.gc_freeze:
                 freeze_heap()
-            if message["type"] == "lifespan.shutdown.complete":
-                self.gate.close()
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                self.gate.close()  # flush the decision log even when the app's shutdown failed
             await send(message)
 
         return lifespan_send

@@ -19,9 +19,9 @@ UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR = "unauthenticated", "bad_request
 OUTCOMES = (ALLOW, STEPUP, DENY, UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR)
 MAX_REASONS = 8
 
-# A memo key is the tuple (revision, tenant, session.risk, session.acr, session.auth_age_s, session.subject,
-# stepup, device.posture, geo.country, geo.anomaly, request.method, request.path, request.operation_type,
-# request.purpose); policy_input() turns a key back into the nested input document.
+# A memo key is the tuple (bundle digest, tenant, session.risk, session.acr, session.auth_age_s,
+# session.subject, stepup, device.posture, geo.country, geo.anomaly, request.method, request.path,
+# request.operation_type, request.purpose); policy_input() turns a key back into the nested input document.
 InputKey = tuple[Any, ...]
 
 
@@ -107,7 +107,7 @@ Memoized = tuple[Verdict, Mapping[str, Any]]  # the verdict and the input docume
 
 
 class DecisionMemo:
-    """Bounded map input key (bundle revision first) -> (Verdict, input document); entries live `ttl_s` s.
+    """Bounded map input key (bundle digest first) -> (Verdict, input document); entries live `ttl_s` s.
 
     Every entry has the same lifetime, so insertion order is expiry order: when full, the oldest entry
     (the one that expires soonest) is evicted. Lookups take no lock; inserts do.

@@ -320,8 +320,11 @@ class Gate:
             self._flagged.pop(session.subject, None)
         snapshot = self.policy.current()
         revision = trace.revision = snapshot.revision if snapshot is not None else None
+        # the memo key starts with the bundle's digest: two bundles never share entries, even when
+        # published with the same revision string (a rollout candidate's entries are keyed the same way)
+        digest = snapshot.digest if snapshot is not None else None
         key = trace.input = (
-            revision, session.tenant, session.risk, session.acr, session.auth_age_s, session.subject,
+            digest, session.tenant, session.risk, session.acr, session.auth_age_s, session.subject,
             session.stepup_satisfied, posture, country, anomaly, request.method, request.path, op, purpose,
         )  # fmt: skip
         if snapshot is None:
