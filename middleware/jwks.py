@@ -302,10 +302,11 @@ def _keys_of(data: bytes, source: str) -> list[Mapping[str, Any]]:
 
 
 def _parse_keys(raw: list[Mapping[str, Any]], source: str) -> list[jwt.PyJWK]:
-    """PyJWK for each usable signing key; keys for encryption or of unknown types are skipped (logged)."""
+    """PyJWK for each usable signing key; keys for encryption, keys whose `key_ops` do not allow "verify",
+    and keys of unknown types are skipped (the last logged)."""
     keys: list[jwt.PyJWK] = []
     for index, jwk in enumerate(raw):
-        if not isinstance(jwk, Mapping) or jwk.get("use", "sig") != "sig":
+        if not isinstance(jwk, Mapping) or not _verifies(jwk):
             continue
         try:
             keys.append(jwt.PyJWK(dict(jwk)))
@@ -317,6 +318,19 @@ def _parse_keys(raw: list[Mapping[str, Any]], source: str) -> list[jwt.PyJWK]:
     if len(kids) != len(set(kids)):
         raise JWKSError(f"{source}: JWKS has duplicate key ids")
     return keys
+
+
+def _verifies(jwk: Mapping[str, Any]) -> bool:
+    """True when the JWK may verify signatures: `use` absent or "sig" (RFC 7517 §4.2) and `key_ops` absent
+    or a list of distinct strings that includes "verify" (§4.3); a malformed `key_ops` disqualifies."""
+    if jwk.get("use", "sig") != "sig":
+        return False
+    ops = jwk.get("key_ops")
+    if ops is None:
+        return True
+    if not isinstance(ops, list) or not all(isinstance(op, str) for op in ops) or len(set(ops)) != len(ops):
+        return False
+    return "verify" in ops
 
 
 def _header(token: str) -> dict[str, Any]:
