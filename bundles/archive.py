@@ -73,9 +73,13 @@ def _parse_data(name: str, body: bytes) -> Any:
     if name.endswith(".json"):
         return _load_json(name, body)
     try:
-        return load_yaml(body)
+        value = load_yaml(body)
+        json.dumps(value, allow_nan=False)  # dates, NaN, !!binary, !!set: the engine and OPA need JSON
     except yaml.YAMLError as exc:
         raise BundleFormatError(f"{name}: invalid YAML: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise BundleFormatError(f"{name}: YAML value not representable as JSON: {exc}") from None
+    return value
 
 
 def _merged_data(files: Mapping[str, bytes]) -> dict[str, Any]:
@@ -191,7 +195,7 @@ def _validate_files(files: Mapping[str, bytes]) -> Manifest:
                 body.decode()
             except UnicodeDecodeError as exc:
                 raise BundleFormatError(f"{name}: not UTF-8 text: {exc}") from exc
-        elif name in (MANIFEST, SIGNATURES):
+        elif base == MANIFEST or name == SIGNATURES:  # OPA's hashing parses every `.manifest`
             _load_json(name, body)
     manifest = Manifest.from_json(_load_json(MANIFEST, files[MANIFEST])) if MANIFEST in files else Manifest()
     _check_policies(manifest.policies, files)

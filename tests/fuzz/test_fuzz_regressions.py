@@ -1,0 +1,38 @@
+"""Regression tests for what the fuzz harnesses (fuzz/) found: each input as the fuzzer reduced it."""
+
+from __future__ import annotations
+
+import pytest
+
+from ig_gate.bundles.archive import pack, read_bundle
+from ig_gate.bundles.errors import BundleFormatError
+from ig_gate.bundles.filehash import file_digest
+
+REGO = {"ig/zt.rego": b"package ig.zt\n"}
+
+
+def test_a_nested_manifest_that_is_not_json_is_refused_at_read_as_hashing_it_would_fail():
+    """fuzz_archive: `x/.manifest` was accepted unread, but OPA's hashing rule parses every `.manifest`."""
+    archive = pack({**REGO, "ig/.manifest": b"max: 3\n"})
+    with pytest.raises(BundleFormatError, match=r"ig/\.manifest: invalid JSON"):
+        read_bundle(archive)
+
+
+@pytest.mark.parametrize(
+    "yaml_text",
+    [b"since: 2020-01-01\n", b"ratio: .nan\n", b"blob: !!binary aGk=\n", b"tags: !!set {a}\n"],
+    ids=["date", "nan", "binary", "set"],
+)
+def test_data_yaml_with_values_json_cannot_hold_is_refused_at_read(yaml_text):
+    """fuzz_archive: such a data.yaml was accepted, then the engine's data and signing could not use it."""
+    with pytest.raises(BundleFormatError, match=r"ig/data\.yaml: .*not representable as JSON"):
+        read_bundle(pack({**REGO, "ig/data.yaml": yaml_text}))
+
+
+def test_every_structured_file_of_an_accepted_bundle_hashes():
+    """The property fuzz_archive checks, on a bundle with one structured file of each kind."""
+    files = {**REGO, "ig/.manifest": b'{"a": 1.50}', "ig/data.yaml": b"n: 1\n", "data.json": b"{}"}
+    bundle = read_bundle(pack(files))
+    assert {name: len(file_digest(name, body)) for name, body in bundle.files.items()} == dict.fromkeys(
+        files, 64
+    )
