@@ -29,18 +29,34 @@ class GeoMetadata:
     path: str
     embedded: bool
     database_type: str
-    build_epoch: int
+    build_epoch: int | None  # None when the file's value is no representable time (see `problem`)
     ip_version: int
     node_count: int
+    problem: str | None = None
 
     @property
-    def built_at(self) -> str:
-        """Build time of the database, ISO 8601 UTC."""
-        return datetime.fromtimestamp(self.build_epoch, UTC).isoformat()
+    def built_at(self) -> str | None:
+        """Build time of the database, ISO 8601 UTC (None when unknown)."""
+        return None if self.build_epoch is None else _utc_iso(self.build_epoch)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-friendly dict, with `built_at` added."""
         return {**asdict(self), "built_at": self.built_at}
+
+
+def _utc_iso(epoch: int) -> str | None:
+    """`epoch` as ISO 8601 UTC, or None when no datetime (or the platform's time_t) can hold it."""
+    try:
+        return datetime.fromtimestamp(epoch, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _build_epoch(value: Any) -> tuple[int | None, str | None]:
+    """(the build epoch, None) when it is a representable time, else (None, what is wrong)."""
+    if isinstance(value, int) and not isinstance(value, bool) and _utc_iso(value) is not None:
+        return value, None
+    return None, f"metadata build_epoch {str(value)[:40]} is not a representable time"
 
 
 def _iso_code(record: Any) -> str | None:
@@ -110,15 +126,17 @@ class GeoReader:
         return len(self._cache)
 
     def metadata(self) -> GeoMetadata:
-        """Database path, type and build time, for status endpoints and logs."""
+        """Database path, type and build time, for status endpoints and logs (odd metadata never raises)."""
         meta = self._reader.metadata()
+        build_epoch, problem = _build_epoch(meta.build_epoch)
         return GeoMetadata(
             path=str(self.path),
             embedded=self.embedded,
             database_type=meta.database_type,
-            build_epoch=meta.build_epoch,
+            build_epoch=build_epoch,
             ip_version=meta.ip_version,
             node_count=meta.node_count,
+            problem=problem,
         )
 
     def close(self) -> None:
