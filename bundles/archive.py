@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import tarfile
 import zlib
 from collections.abc import Mapping
@@ -62,9 +63,17 @@ class Bundle:
         return None if body is None else _load_json(SIGNATURES, body)
 
 
+def _finite(literal: str) -> float:
+    """json.loads hook: a number literal beyond float range (1e999) is refused, not read as infinity."""
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"number {literal[:40]} is out of range")
+    return value
+
+
 def _load_json(name: str, body: bytes) -> Any:
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=reject_constant)
+        return json.loads(body.decode("utf-8"), parse_constant=reject_constant, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleFormatError(f"{name}: invalid JSON: {exc}") from exc
 
@@ -293,6 +302,8 @@ def build_bundle(
     """
     from packaging.version import InvalidVersion, Version
 
+    from ig_gate.bundles.roots import check_roots  # the Rego parser loads only when building
+
     files = _source_files(Path(src_dir))
     base = _load_json(MANIFEST, files.pop(MANIFEST)) if MANIFEST in files else {}
     if not isinstance(base, dict):
@@ -318,4 +329,6 @@ def build_bundle(
             obj[key] = value
     manifest = Manifest.from_json(obj).to_json()
     files[MANIFEST] = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    return write_bundle(files)
+    bundle = write_bundle(files)
+    check_roots(bundle)  # what OPA and verify_bundle would refuse is not built
+    return bundle

@@ -29,6 +29,13 @@ def test_data_yaml_with_values_json_cannot_hold_is_refused_at_read(yaml_text):
         read_bundle(pack({**REGO, "ig/data.yaml": yaml_text}))
 
 
+@pytest.mark.parametrize("name", ["data.json", ".manifest", "ig/data.json"])
+def test_a_json_number_beyond_float_range_is_refused_at_read_not_read_as_infinity(name):
+    """fuzz_archive: data.json `{"n": 1e999}` was accepted and gave the engine `inf` as data."""
+    with pytest.raises(BundleFormatError, match=rf"{name}: invalid JSON: number 1e999 is out of range"):
+        read_bundle(pack({**REGO, name: b'{"n": [1.5, 1e999]}'}))
+
+
 def test_every_structured_file_of_an_accepted_bundle_hashes():
     """The property fuzz_archive checks, on a bundle with one structured file of each kind."""
     files = {**REGO, "ig/.manifest": b'{"a": 1.50}', "ig/data.yaml": b"n: 1\n", "data.json": b"{}"}
