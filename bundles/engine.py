@@ -7,6 +7,7 @@ thread that built it, and `EnginePool` gives every thread its own, created lazil
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -76,6 +77,17 @@ def _encode(value: Any) -> str:
 def _normalize(query: str) -> str:
     """`data.a["b"]` -> `data.a.b`, the spelling of compiled entry points."""
     return _BRACKET_KEY.sub(r".\1", query.strip())
+
+
+def package_paths(modules: Mapping[str, str]) -> dict[str, list[str] | None]:
+    """The package path (see `rego_ast.package_path`) of each module that parses, parsed on the calling
+    thread; a module that does not parse is left out (compiling it fails, so it never serves)."""
+    parser = regorus.Engine()
+    for path, text in sorted(modules.items()):
+        with contextlib.suppress(Exception):
+            parser.add_policy(path, text)
+    ast = json.loads(parser.get_ast_as_json())
+    return {module["source"]["file"]: rego_ast.package_path(module) for module in ast}
 
 
 class Engine:

@@ -11,6 +11,10 @@ class BundleFormatError(BundleError):
     """Malformed archive: traversal, link/device, duplicate, size limit, bad JSON, manifest mismatch."""
 
 
+class RootsError(BundleFormatError):
+    """The manifest's `roots` overlap, or a package or data document lies outside them (OPA's rules)."""
+
+
 class SignatureError(BundleError):
     """Missing or invalid signature, wrong key, file list/hash mismatch, scope, detached/sigstore failure."""
 

@@ -44,6 +44,13 @@ def ref_path(node: dict[str, Any]) -> list[str]:
     return _ref_parts(node)[0]
 
 
+def package_path(module: dict[str, Any]) -> list[str] | None:
+    """A parsed module's package path without `data` (`package a.b["c"]` -> ["a", "b", "c"]); None when a
+    part is not a constant string."""
+    parts, whole = _ref_parts(module["ast"]["package"]["refr"])
+    return parts if whole else None
+
+
 def _ref_parts(node: dict[str, Any]) -> tuple[list[str], bool]:
     """(constant prefix, whether the whole ref is constant)."""
     if "Var" in node:

@@ -1,6 +1,7 @@
 """The one verb that turns archive bytes into a trusted bundle.
 
-Order of checks (OPA's, extended): format -> signature -> detached signature -> Sigstore -> pin -> expiry.
+Order of checks (OPA's, extended): format -> signature -> roots -> detached signature -> Sigstore -> pin ->
+expiry.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ig_gate.bundles.detached import verify_blob
 from ig_gate.bundles.errors import ExpiredError, SignatureError
 from ig_gate.bundles.manifest import expiry_instant
 from ig_gate.bundles.pin import Pin
+from ig_gate.bundles.roots import check_roots
 from ig_gate.bundles.signing import SignatureInfo, VerificationKey, verify_bundle_signature
 
 
@@ -96,6 +98,7 @@ def verify_bundle(archive: bytes, options: VerifyOptions) -> VerifiedBundle:
     now = options.now or dt.datetime.now(dt.UTC)
     bundle = read_bundle(archive, options.limits)
     signature = verify_bundle_signature(bundle, options.key) if options.key is not None else None
+    check_roots(bundle)  # after the signature: no unsigned Rego is parsed when a key is configured
     _check_detached(archive, options)
     if options.sigstore is not None:
         _check_sigstore(archive, options.sigstore)
