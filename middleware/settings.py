@@ -8,24 +8,31 @@ Relative file paths in a YAML file are resolved against the file's directory.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import os
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import msgspec
+import msgspec.inspect
+
+from ig_gate.middleware.config_engine import (
+    ConfigError,
+    Sources,
+    apply,
+    check_keys,
+    convert,
+    env_overrides,
+    read_yaml,
+)
 
 ENV_PREFIX = "IG_GATE_"
 RISK_LEVELS = ("low", "medium", "high")
 FORWARDED_SOURCES = ("auto", "x-forwarded-for", "forwarded")
-
-
-class ConfigError(ValueError):
-    """A setting is missing, unknown or has the wrong type; the message names the key path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,30 +215,43 @@ _PATH_KEYS = {
 }
 
 
-def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from an optional YAML file, then apply `IG_GATE_*` overrides from `env`."""
+def load_settings(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build Settings from an optional YAML file, then `IG_GATE_*` overrides from `env` (default
+    os.environ), then `overrides` ({section: {key: value}}, e.g. command-line options); ConfigError names
+    the key path and where the value was set (file:line:column or the variable)."""
+    sources = Sources()
     raw: dict[str, Any] = {}
-    base = Path.cwd()
     if path is not None:
         path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        raw = loaded or {}
-        base = path.resolve().parent
-    _resolve_paths(raw, base)
-    _apply_env(raw, os.environ if env is None else env)
-    return settings_from_dict(raw)
+        raw = read_yaml(path, sources)
+        _resolve_paths(raw, path.resolve().parent)
+    for key, value, name in env_overrides(os.environ if env is None else env, ENV_PREFIX, _schema()):
+        apply(raw, key, value, name, sources)
+    for section, changes in (overrides or {}).items():
+        for name, value in changes.items():
+            apply(raw, (section, name), value, None, sources)
+    return _settings(raw, sources)
 
 
 def settings_from_dict(raw: Mapping[str, Any]) -> Settings:
     """Build Settings from a nested mapping (as parsed from YAML); unknown keys are errors."""
-    return _build(Settings, raw, "")
+    return _settings(copy.deepcopy(dict(raw)), Sources())
+
+
+@functools.cache
+def _schema() -> msgspec.inspect.Type:
+    return msgspec.inspect.type_info(Settings)
+
+
+def _settings(raw: dict[str, Any], sources: Sources) -> Settings:
+    check_keys(raw, _schema(), sources)
+    settings = convert(raw, Settings, _schema(), sources)
+    _validate_sections(settings, "")
+    return settings
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
@@ -241,61 +261,12 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             raw[section][key] = str(base / value)
 
 
-def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
-    for name, text in env.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        parts = name[len(ENV_PREFIX) :].lower().split("__")
-        try:
-            value = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
-            value = text
-        node = raw
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{name}: {'.'.join(parts[:-1])} is not a section")
-            node = child
-        node[parts[-1]] = value
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{_join(where, unknown[0])}: unknown setting")
-    values = {name: _convert(hints[name], raw[name], _join(where, name)) for name in raw}
-    built = cls(**values)
+def _validate_sections(built: Any, where: str) -> None:
     _validate(built, where)
-    return built
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value if value is not None else {}, where)
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, where)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        return tuple(_convert(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
+    for f in dataclasses.fields(built):
+        value = getattr(built, f.name)
+        if dataclasses.is_dataclass(value):
+            _validate_sections(value, _join(where, f.name))
 
 
 def _validate(built: Any, where: str) -> None:

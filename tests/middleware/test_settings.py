@@ -49,7 +49,7 @@ def test_env_overrides_file_with_nested_sections(tmp_path: Path):
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"identity": {"leeway_s": "soon"}}, "identity.leeway_s: expected int"),
+        ({"identity": {"leeway_s": "soon"}}, "identity.leeway_s: expected an integer, got 'soon'"),
         ({"identity": {"colour": 1}}, "identity.colour: unknown setting"),
         ({"failure_mode": "sometimes"}, "failure_mode: must be 'closed' or 'open'"),
         ({"identity": {"algorithms": ["ES256", "none"]}}, "identity.algorithms: 'none' is never allowed"),
