@@ -31,7 +31,7 @@ from ig_gate.bundles.laststate import REJECTED_LIMIT, LastGoodRecord, LastGoodSt
 from ig_gate.bundles.manifest import expiry_instant
 from ig_gate.bundles.policy import PolicySnapshot
 from ig_gate.bundles.registry import RegistryClient, RegistryError, verify_artifact
-from ig_gate.bundles.rollback import RollbackError, check_rollback
+from ig_gate.bundles.rollback import RollbackError, check_min_version, check_rollback, effective_floor
 from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,11 @@ bundle became active), `active_expired` (the active bundle passed its expiry: al
 rollout controller turned a candidate down)."""
 
 EventHook = Callable[[str, str], None]
+FloorHook = Callable[[str | None], None]  # the rollback floor in force (None: unset), after start/activation
+FLOOR_UNSET = (
+    "rollback floor unset: no versioned bundle has been active with this state directory and "
+    "bundle.min_version is not set, so an older validly signed bundle would be accepted"
+)
 
 
 def utcnow() -> dt.datetime:
@@ -130,6 +135,7 @@ class BundleStatus:
     activations: int
     alerts: tuple[str, ...]
     rejected: tuple[str, ...]
+    rollback_floor: str | None = None  # the version older bundles are refused below (None: unset, alerted)
 
     def to_json(self) -> dict:
         """JSON-friendly dict (datetimes as ISO 8601 strings)."""
@@ -190,6 +196,8 @@ class BundleManager:
         on_event: EventHook | None = None,
         on_candidate: CandidateHook | None = None,
         rng: random.Random | None = None,
+        min_version: str | None = None,
+        on_floor: FloorHook | None = None,
     ) -> None:
         max_backoff_s = max(300.0, poll_interval_s) if max_backoff_s is None else max_backoff_s
         if poll_interval_s <= 0 or not 0 <= jitter < 1 or max_backoff_s < poll_interval_s:
@@ -205,6 +213,8 @@ class BundleManager:
         self._clock = clock
         self.on_event = on_event
         self.on_candidate = on_candidate
+        self.min_version = min_version  # bundle.min_version: a floor no pin overrides, state dir or not
+        self.on_floor = on_floor
         self._rng = rng or random.Random()
         self._active: PolicySnapshot | None = None
         self._state = _State(rejected=self.store.read_rejected())
@@ -224,6 +234,7 @@ class BundleManager:
     def start(self) -> None:
         """Load and re-verify the last-good bundle, then poll in a background thread (first poll at once)."""
         self.load_last_good()
+        self._publish_floor()
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=f"bundle-poll-{self.channel}", daemon=True)
@@ -260,9 +271,7 @@ class BundleManager:
                 record = stored.record
                 where = f"last-good {record.source}"
                 verified = self._verify(stored.archive, stored.signature, where)
-                check_rollback(
-                    verified.version, self.store.read_floor(), self.options.pin.version_spec, where
-                )
+                self._check_floor(verified.version, self.store.read_floor(), where)
                 snapshot = PolicySnapshot.from_verified(verified)
             except BundleError as exc:
                 self._fail("last_good", f"{exc} [{failure_kind(exc)}]")
@@ -320,7 +329,7 @@ class BundleManager:
         artifact = self.client.fetch(self.repository, digest)
         state.refused = digest  # until it passes every check below
         verified = self._verify(artifact.archive, artifact.signature, source)
-        check_rollback(verified.version, self._floor(), self.options.pin.version_spec, source)
+        self._check_floor(verified.version, self._floor(), source)
         candidate = Candidate(PolicySnapshot.from_verified(verified), source, digest, artifact.signature)
         state.refused = None
         if self.on_candidate is None:
@@ -338,6 +347,23 @@ class BundleManager:
         if floor is None and (active := self._state.active_info) is not None:
             floor = active.version
         return floor
+
+    def _check_floor(self, version: str | None, floor: str | None, where: str) -> None:
+        """Refuse a rollback below the floor (an exact pin may allow it) or below bundle.min_version."""
+        check_rollback(version, floor, self.options.pin.version_spec, where)
+        check_min_version(version, self.min_version, where)
+
+    def rollback_floor(self) -> str | None:
+        """The floor in force: the higher of the persisted floor and bundle.min_version (None: unset)."""
+        return effective_floor(self._floor(), self.min_version)
+
+    def _publish_floor(self) -> None:
+        if self.on_floor is None:
+            return
+        try:
+            self.on_floor(self.rollback_floor())
+        except Exception:
+            log.exception("bundle rollback-floor hook failed")
 
     def _verify(self, archive: bytes, signature: bytes | None, where: str) -> VerifiedBundle:
         options = dataclasses.replace(self.options, now=self._clock())
@@ -413,6 +439,7 @@ class BundleManager:
                 self._state.candidate = None
             self._state.activations += 1
             self._state.last_error = None
+        self._publish_floor()
         self._emit("activated", f"{candidate.source} version={verified.version} revision={verified.revision}")
         log.info("activated bundle %s from %s", verified.digest, candidate.source)
 
@@ -482,6 +509,7 @@ class BundleManager:
 
     def status(self) -> BundleStatus:
         """A consistent copy of the manager's state (never waits for a poll in flight)."""
+        floor = self.rollback_floor()  # reads the state directory: outside the lock
         with self._lock:
             state, now = self._state, self._clock()
             info = state.active_info
@@ -490,6 +518,8 @@ class BundleManager:
                 alerts.append(f"active bundle expired at {info.expires_at.isoformat()}")
             if info is None:
                 alerts.append("no active bundle: requests fail closed")
+            if floor is None:
+                alerts.append(FLOOR_UNSET)
             return BundleStatus(
                 registry=self.client.host,
                 repository=self.repository,
@@ -503,6 +533,7 @@ class BundleManager:
                 activations=state.activations,
                 alerts=tuple(alerts),
                 rejected=tuple(sorted(state.rejected)),
+                rollback_floor=floor,
             )
 
 

@@ -1,9 +1,10 @@
 """ZeroTrustMiddleware: the Gate in front of any ASGI app (pure ASGI: HTTP, WebSocket, lifespan).
 
-HTTP requests with credentials that carry a JSON or application/graphql body are buffered (bounded,
-413 beyond `server.max_body_bytes`) so that the GraphQL operation type can be sniffed, then replayed to
-the app unchanged; other bodies stream through untouched, and a request without any credentials is
-refused unread. `exclude_paths` match exactly, or as a prefix when they end in "/".
+On a GraphQL path (`graphql.paths`), a request with a JSON or application/graphql body is authenticated
+first (refused unread when its token does not verify), then its body is buffered (bounded, 413 beyond
+`server.max_body_bytes`) so that the GraphQL operation type can be read, and replayed to the app
+unchanged; every other body streams through untouched (the method decides).
+`exclude_paths` match exactly, or as a prefix when they end in "/".
 WebSocket connections are decided at connect and refused with a close code (4401/4403/4503) right after
 accept, before the app sees them. Lifespan passes through; when the app reports startup complete the
 heap is frozen (`server.gc_freeze`, default on; see `freeze_heap`), and when it reports shutdown
@@ -12,23 +13,17 @@ complete the gate is closed (decision log flushed).
 
 from __future__ import annotations
 
-import functools
 import gc
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 from ig_gate.middleware.asgi_body import BodyTooLarge, Message, Receive, read_body
-from ig_gate.middleware.extract import (
-    AUTHORIZATION,
-    CONTENT_LENGTH,
-    CONTENT_TYPE,
-    COOKIE,
-    header_map,
-)
+from ig_gate.middleware.extract import CONTENT_LENGTH, CONTENT_TYPE, header_map
 from ig_gate.middleware.gate import Gate, GateRequest
 from ig_gate.middleware.graphql import is_graphql_body
 from ig_gate.middleware.responses import Responses
+from ig_gate.middleware.session import Session
 from ig_gate.middleware.settings import Settings, load_settings
 
 Scope = MutableMapping[str, Any]
@@ -73,14 +68,23 @@ class ZeroTrustMiddleware:
         method = scope["method"]
         client = scope.get("client")
         headers = header_map(scope["headers"])
-        body = None
-        # a request without any credentials is refused without reading its body
-        credentials = AUTHORIZATION in headers or COOKIE in headers
-        if credentials and method not in _BODYLESS and _buffered(headers.get(CONTENT_TYPE)):
+        request = GateRequest(method, path, scope["query_string"], headers, client and client[0])
+        session = None
+        content_type = headers.get(CONTENT_TYPE)
+        if (
+            content_type is not None
+            and method not in _BODYLESS
+            and self.gate.classifier.is_graphql(path)
+            and is_graphql_body(content_type.decode("latin-1"))
+        ):
+            # authenticate before the body is read: a request whose token does not verify is refused unread
+            session = self.gate.authenticate(request)
+            if type(session) is not Session:
+                await self._send_refusal(send, session, method)
+                return
             try:
                 body = await read_body(receive, self.max_body_bytes, headers.get(CONTENT_LENGTH))
             except BodyTooLarge:
-                request = GateRequest(method, path, scope["query_string"], headers, client and client[0])
                 await self._send_refusal(
                     send, self.gate.refuse_too_large(request, self.max_body_bytes), method
                 )
@@ -88,9 +92,8 @@ class ZeroTrustMiddleware:
             if body is None:  # the client went away while sending
                 return
             receive = _replay(body, receive)
-        decision = self.gate.decide(
-            GateRequest(method, path, scope["query_string"], headers, client and client[0], body)
-        )
+            request = GateRequest(method, path, scope["query_string"], headers, client and client[0], body)
+        decision = self.gate.decide(request, session)
         if decision.passes:
             _set_identity(scope, decision)
             await self.app(scope, receive, send)
@@ -150,12 +153,6 @@ class ZeroTrustMiddleware:
             await send(message)
 
         return lifespan_send
-
-
-@functools.lru_cache(maxsize=64)
-def _buffered(content_type: bytes | None) -> bool:
-    """Whether a body of this content type is read before deciding (to sniff the GraphQL operation)."""
-    return content_type is not None and is_graphql_body(content_type.decode("latin-1"))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

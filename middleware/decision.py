@@ -16,7 +16,8 @@ from typing import Any, NamedTuple
 
 ALLOW, STEPUP, DENY = "allow", "stepup", "deny"
 UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR = "unauthenticated", "bad_request", "too_large", "error"
-OUTCOMES = (ALLOW, STEPUP, DENY, UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR)
+NOT_ALLOWED = "method_not_allowed"  # a GraphQL mutation sent with GET (405, GraphQL-over-HTTP)
+OUTCOMES = (ALLOW, STEPUP, DENY, UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, NOT_ALLOWED, ERROR)
 MAX_REASONS = 8
 
 # A memo key is the tuple (bundle digest, tenant, session.risk, session.acr, session.auth_age_s,

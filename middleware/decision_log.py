@@ -19,13 +19,23 @@ JSON object:
 `}`, so an edited line is reported where it is, including the last one. Together they
 detect edited, removed, reordered and truncated lines; a chain cut off after a complete
 line is only detectable against a recorded head (`ChainReport.head`).
-One process writes one file.
+
+One writer, one file, one chain. The configured path is a base: a writer takes the first *slot* nobody
+else holds, slot 0 being the configured file itself and slot k the file `<stem>.<k><suffix>` beside it
+(`decisions.jsonl`, `decisions.1.jsonl`, `decisions.2.jsonl`, ...), and holds an exclusive `flock` on it
+until close(). So a single-process server writes the configured file, every worker of
+`ig-gate serve --workers N` (or a second server pointed at the same path) writes its own, and a restart
+takes the same names again and continues each chain from its last line. `ig-gate decisions verify DIR`
+checks every chain in the directory. flock needs a local filesystem (not NFS).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import functools
+import glob
 import hashlib
 import json
 import logging
@@ -64,6 +74,7 @@ _BEARER_OR_JWT = re.compile(r"^(?:bearer\s|eyJ[\w-]*\.[\w-]*\.)", re.IGNORECASE)
 _JWT_ANYWHERE = re.compile(r"eyJ[\w-]*\.[\w-]*\.[\w-]*")  # e.g. a magic-link token inside a request path
 _ENTRY_HASH_SUFFIX = re.compile(rb',"entry_hash":"([0-9a-f]{64})"\}')
 _SUFFIX_LEN = 81  # len(',"entry_hash":"') + 64 + len('"}')
+MAX_WRITERS = 1024  # slots tried before giving up (a bound, not an expected number of workers)
 WAKE_AT = 64  # queued entries that wake the writer at once
 POLL_S = 0.05  # the writer's look at the queue when nobody woke it
 _KNOWN_KEYS = frozenset({
@@ -223,12 +234,37 @@ def _last_line(path: Path) -> tuple[bytes | None, bool]:
     return tail[tail.rfind(b"\n", 0, len(tail) - 1) + 1:].removesuffix(b"\n"), complete
 
 
+def writer_path(base: Path, slot: int) -> Path:
+    """The file of writer slot `slot`: the base itself for 0, else `<stem>.<slot><suffix>` beside it."""
+    return base if slot == 0 else base.with_name(f"{base.stem}.{slot}{base.suffix}")
+
+
+def _claim(base: Path) -> tuple[Path, int]:
+    """Open the first writer slot of `base` that no other open log holds, locked (flock) until closed."""
+    for slot in range(MAX_WRITERS):
+        path = writer_path(base, slot)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another writer's chain
+            os.close(fd)
+            continue
+        except OSError:
+            os.close(fd)
+            raise
+        return path, fd
+    raise OSError(f"all {MAX_WRITERS} writer slots are held by other processes")
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 class DecisionLog:
     """Append decisions without blocking; a background thread writes the chained JSON lines.
+
+    `base` is the configured path; `path` is the file this log writes, its first free writer slot (the
+    module docstring: one file, one chain per writer).
 
     `on_drop()` is called once per dropped entry and `on_write(n)` after each written batch
     (both on any thread; GateMetrics.decision_log_dropped / decision_log_written fit).
@@ -271,8 +307,9 @@ class DecisionLog:
         self.dropped = 0
         self.written = 0
         self._closed = False
+        self.base = self.path
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self.path, fd = _claim(self.base)
             self._file = os.fdopen(fd, "ab", buffering=1 << 16)
             last, complete = _last_line(self.path)
         except OSError as exc:
@@ -489,6 +526,23 @@ class DecisionLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def log_files(target: str | Path) -> list[Path]:
+    """The decision logs `target` names: a file; a directory (its `*.jsonl` files, not recursive); or a
+    glob pattern (`logs/decisions*.jsonl`). Sorted. Raises FileNotFoundError when it names nothing."""
+    path = Path(target)
+    if path.is_dir():
+        found = sorted(p for p in path.glob("*.jsonl") if p.is_file())
+        if not found:
+            raise FileNotFoundError(errno.ENOENT, "no *.jsonl decision logs in this directory", str(path))
+        return found
+    if path.exists() or not glob.has_magic(str(target)):
+        return [path]
+    found = sorted(Path(p) for p in glob.glob(str(target)) if Path(p).is_file())
+    if not found:
+        raise FileNotFoundError(errno.ENOENT, "no file matches this pattern", str(target))
+    return found
 
 
 def verify_chain(path: str | Path) -> ChainReport:

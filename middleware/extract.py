@@ -78,7 +78,8 @@ def _merged(pairs: Iterable[tuple[bytes, bytes]]) -> HeaderMap:
 
 
 class TokenReader:
-    """The bearer token from Authorization, else from the configured cookie; validated syntax is cached."""
+    """The bearer token from Authorization, else from the configured cookie. The Authorization value of a
+    token that verified is remembered (`verified`), so its syntax is not checked again; nothing else is."""
 
     def __init__(self, cookie: str | None) -> None:
         self._cookie = cookie.encode("latin-1") if cookie else None
@@ -94,19 +95,24 @@ class TokenReader:
                 pass
             if raw is _REPEATED:
                 raise MalformedRequest("more than one Authorization header", auth=True)
-            scheme, _, credentials = raw.strip().partition(b" ")
-            if scheme.lower() == b"bearer":
-                token = _checked_token(credentials.strip(), "Authorization: Bearer credentials")
-                if len(self._seen) >= _TOKEN_CACHE_SIZE:
-                    self._seen.clear()
-                self._seen[raw] = token
-                return token
+            credentials = _bearer(raw)
+            if credentials is not None:
+                return _checked_token(credentials, "Authorization: Bearer credentials")
         cookie = headers.get(COOKIE)
         if self._cookie is not None and cookie is not None:
             value = _cookie_value(cookie, self._cookie)
             if value:  # an empty cookie (as a logout leaves it) is no token
                 return _checked_token(value, "token cookie")
         return None
+
+    def verified(self, headers: HeaderMap, token: str) -> None:
+        """`token`, read from these headers, verified: remember its Authorization value (bounded) when the
+        token came from there (not from the cookie beside another scheme)."""
+        raw = headers.get(AUTHORIZATION)
+        if raw is not None and raw not in self._seen and _bearer(raw) == token.encode("ascii"):
+            if len(self._seen) >= _TOKEN_CACHE_SIZE:
+                self._seen.clear()
+            self._seen[raw] = token
 
 
 def text(value: bytes | None) -> str | None:
@@ -129,6 +135,12 @@ def label(value: bytes | None, what: str) -> str | None:
     if not _LABEL.fullmatch(value):
         raise MalformedRequest(f"{what} must be 1-64 characters of [A-Za-z0-9_.:-]")
     return value.decode("ascii")
+
+
+def _bearer(authorization: bytes) -> bytes | None:
+    """The credentials of a Bearer Authorization value, None for another scheme."""
+    scheme, _, credentials = authorization.strip().partition(b" ")
+    return credentials.strip() if scheme.lower() == b"bearer" else None
 
 
 def _checked_token(value: bytes, what: str) -> str:

@@ -8,7 +8,6 @@ without secrets. Missing or invalid tokens are refused before the policy is cons
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +28,7 @@ from ig_gate.middleware.decision import (
     ALLOW,
     BAD_REQUEST,
     ERROR,
+    NOT_ALLOWED,
     TOO_LARGE,
     UNAUTHENTICATED,
     Decision,
@@ -56,7 +56,7 @@ from ig_gate.middleware.extract import (
     header_map,
     label,
 )
-from ig_gate.middleware.graphql import UNKNOWN, GraphQLRequestError, operation_type
+from ig_gate.middleware.graphql import UNKNOWN, Classifier, GraphQLRequestError
 from ig_gate.middleware.jwks import JWKSet
 from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.profile import workload_profile
@@ -67,7 +67,8 @@ from ig_gate.middleware.settings import ConfigError, Settings
 
 log = logging.getLogger("ig_gate.gate")
 
-_CACHED_BODY_BYTES = 4096  # request kinds of bodies up to this size are cached (4096 of them)
+# a GraphQL request the gate cannot classify, by GraphQLRequestError.status
+_UNCLASSIFIABLE = {400: BAD_REQUEST, 405: NOT_ALLOWED, 413: TOO_LARGE}
 _LOG_EVERY_S = 10.0
 _MAX_FLAGGED = 65_536  # subjects remembered as currently flagged for impossible travel
 # builds a NamedTuple from all its fields without the generated __new__ (~0.2 µs less per call, hot path)
@@ -171,6 +172,7 @@ class Gate:
         self._memo = DecisionMemo(memo.size, memo.ttl_s) if memo.enabled else None
         self._ids = DecisionIds()
         self._tokens = TokenReader(settings.identity.cookie)
+        self.classifier = Classifier(settings.graphql.paths, settings.graphql.max_document_bytes)
         self._device_header = settings.device.header.lower().encode("latin-1")
         tenant_header = settings.identity.tenant_header
         self._tenant_header = tenant_header.lower().encode("latin-1") if tenant_header else None
@@ -242,18 +244,30 @@ class Gate:
 
     # -- the request path ----------------------------------------------------------------------------
 
-    def decide(self, request: GateRequest) -> Decision:
-        """The decision for one request; never raises."""
+    def decide(self, request: GateRequest, session: Session | None = None) -> Decision:
+        """The decision for one request; never raises. `session`: what authenticate() returned for it."""
+        decision = self._run(request, session, True)
+        assert type(decision) is not Session
+        return decision
+
+    def authenticate(self, request: GateRequest) -> Session | Decision:
+        """Phase one for a transport that has yet to read the body: the request's verified Session (pass
+        it to decide() with the body), or its recorded refusal, decided without the body."""
+        return self._run(request, None, False)
+
+    def _run(self, request: GateRequest, session: Session | None, whole: bool) -> Decision | Session:
         started = time.perf_counter()
-        trace = _Trace(request.is_websocket or request.path.endswith("graphql"))
+        trace = _Trace(request.is_websocket or self.classifier.is_graphql(request.path), session=session)
         try:
-            decision = self._decide(request, trace)
+            decision = self._decide(request, trace, whole)
+            if type(decision) is Session:
+                return decision
         except MalformedRequest as exc:
             decision = self._refusal(
                 BAD_REQUEST, "malformed_request", exc.detail, trace, "malformed" if exc.auth else None
             )
         except GraphQLRequestError as exc:
-            decision = self._refusal(BAD_REQUEST, "malformed_request", str(exc), trace)
+            decision = self._refusal(_UNCLASSIFIABLE[exc.status], "malformed_request", exc.detail, trace)
         except Exception as exc:  # fail by failure_mode, never a 500
             decision = self._failure("internal_error", exc, trace)
         except BaseException as exc:  # an engine panic (pyo3 PanicException) must not take the process down
@@ -265,16 +279,39 @@ class Gate:
 
     def refuse_too_large(self, request: GateRequest, limit: int) -> Decision:
         """The (recorded) decision for a request whose body exceeds `limit` bytes."""
-        trace = _Trace(request.path.endswith("graphql"), profile="ingest")
+        trace = _Trace(self.classifier.is_graphql(request.path), profile="ingest")
         decision = self._refusal(TOO_LARGE, "body_too_large", f"request body exceeds {limit} bytes", trace)
         self._record(decision, trace, 0.0, request)
         return decision
 
-    def _decide(self, request: GateRequest, trace: _Trace) -> Decision:
+    def _decide(self, request: GateRequest, trace: _Trace, whole: bool) -> Decision | Session:
+        """Authenticate first (nothing of the request is parsed, nothing of it cached before the token
+        verifies), then classify, then the signals and the policy; with whole=False stop at the Session."""
         headers = request.headers
         if type(headers) is not HeaderMap:  # the middleware passes one already
             headers = header_map(headers)
         get = headers.get
+        method, content_type = request.method, get(CONTENT_TYPE)
+        media = "" if content_type is None else content_type.decode("latin-1")
+        trace.profile = workload_profile(method, "", UNKNOWN, media, websocket=request.is_websocket)
+        purpose = get(PURPOSE)
+        if purpose is not None:
+            purpose = label(purpose, "X-Purpose header")
+        session = trace.session
+        if session is None:
+            session = self._session(headers, trace)
+            if type(session) is not Session:
+                return session
+            if not whole:
+                return session
+
+        op = UNKNOWN
+        if request.is_websocket:
+            op = "subscription"
+        elif trace.graphql:
+            op = self.classifier.operation(method, request.query_string, request.body, media)
+            if op != UNKNOWN:
+                trace.profile = workload_profile(method, "", op, media)
         forwarded_for, forwarded = get(X_FORWARDED_FOR), get(FORWARDED)
         client = self.ip_resolver.resolve(
             request.peer,
@@ -283,30 +320,6 @@ class Gate:
         )
         if client.malformed:
             self.metrics.malformed_forwarded()
-        body = request.body
-        kind = _request_kind if body is None or len(body) <= _CACHED_BODY_BYTES else _request_kind.__wrapped__
-        op, trace.profile = kind(
-            request.method, request.query_string, body, get(CONTENT_TYPE), request.is_websocket
-        )
-        if op != UNKNOWN:
-            trace.graphql = True
-        purpose = get(PURPOSE)
-        if purpose is not None:
-            purpose = label(purpose, "X-Purpose header")
-        tenant_header = label(get(self._tenant_header), "tenant header") if self._tenant_header else None
-
-        token = self._tokens.token(headers)
-        if token is None:
-            return self._refusal(UNAUTHENTICATED, "token_missing", "bearer token missing", trace, "missing")
-        if self.sessions is None:
-            return self._failure("identity_unconfigured", None, trace)
-        try:
-            session = trace.session = self.sessions.verify(token, tenant_header)
-        except TokenError as exc:
-            if not self._identity_keys_loaded():  # the IdP's keys never arrived: not the token's fault
-                return self._failure("jwks_unavailable", None, trace)
-            return self._refusal(UNAUTHENTICATED, f"token_{exc.kind}", exc.description, trace, exc.kind)
-
         attestation = get(self._device_header)
         if attestation is not None:
             attestation = ascii_or_none(attestation)
@@ -348,6 +361,25 @@ class Gate:
             verdict.outcome, verdict.reasons, decision_id, revision, passes, trace.graphql, identity, None,
             "", trace.input,
         ))  # fmt: skip
+
+    def _session(self, headers: HeaderMap, trace: _Trace) -> Session | Decision:
+        """The verified Session for the request's bearer token (kept in trace), else its refusal."""
+        tenant_header = None
+        if self._tenant_header:
+            tenant_header = label(headers.get(self._tenant_header), "tenant header")
+        token = self._tokens.token(headers)
+        if token is None:
+            return self._refusal(UNAUTHENTICATED, "token_missing", "bearer token missing", trace, "missing")
+        if self.sessions is None:
+            return self._failure("identity_unconfigured", None, trace)
+        try:
+            session = trace.session = self.sessions.verify(token, tenant_header)
+        except TokenError as exc:
+            if not self._identity_keys_loaded():  # the IdP's keys never arrived: not the token's fault
+                return self._failure("jwks_unavailable", None, trace)
+            return self._refusal(UNAUTHENTICATED, f"token_{exc.kind}", exc.description, trace, exc.kind)
+        self._tokens.verified(headers, token)
+        return session
 
     def _verdict(self, snapshot: PolicySnapshot, key: InputKey) -> tuple[Verdict | None, Mapping[str, Any]]:
         """(verdict, or None when the engine failed; the input document); memoized when the bundle allows."""
@@ -517,16 +549,6 @@ class Gate:
             self.decision_log.close()
         for key_set in self.key_sets.values():
             key_set.close()
-
-
-@functools.lru_cache(maxsize=4096)
-def _request_kind(
-    method: str, query_string: bytes | str, body: bytes | None, content_type: bytes | None, websocket: bool
-) -> tuple[str, str]:
-    """(GraphQL operation type, workload profile); cached, since clients repeat the same small requests."""
-    media = "" if content_type is None else content_type.decode("latin-1")
-    op = "subscription" if websocket else operation_type(method, "", query_string, body, media)
-    return op, workload_profile(method, "", op, media, websocket=websocket)
 
 
 def _identity(trace: _Trace, decision_id: str) -> Identity:

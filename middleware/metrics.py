@@ -55,7 +55,7 @@ REASONS = (
     "purpose_missing", "purpose_unknown", "purpose_denied", "purpose_not_granted",
     "purpose_operation_forbidden",
     "no_bundle", "engine_error", "identity_unconfigured", "jwks_unavailable", "internal_error",
-    "malformed_request", "body_too_large",
+    "malformed_request", "body_too_large", "ambiguous_path",
 )
 
 
@@ -165,6 +165,9 @@ class GateMetrics:
         self._geo_anomalies = counter("geo_anomalies", "Impossible-travel anomalies.", ("tenant",))
         self._failures = counter("failure_mode", "Failure-mode events.", ("kind", "mode"))
         self._malformed = counter("forwarded_header_malformed", "Malformed forwarding headers.")
+        self._device_refused = counter(
+            "device_attestation_refused", "Device attestations sent but not used, by reason.", ("reason",)
+        )
         self._log_dropped = counter("decision_log_dropped", "Decision-log entries dropped (queue full, I/O).")
         self._log_written = counter("decision_log_written", "Decision-log entries written.")
         self._bundle_events = counter("bundle_events", "Bundle manager events.", ("kind",))
@@ -174,6 +177,12 @@ class GateMetrics:
             "bundle_info", "The active policy bundle (value 1).", ("revision", "digest", "version"), "livemax"
         )
         self._rollout_stage = gauge("rollout_stage", "Current rollout stage index.", (), "livemostrecent")
+        self._floor_unset = gauge(
+            "rollback_floor_unset",
+            "1 while no rollback floor protects against older signed bundles (registry mode), else 0.",
+            (),
+            "livemax",
+        )
         self._active_bundle: tuple[str, str, str] | None = None
         # raw label tuple -> the bound child's value increment (skips Counter.inc's checks, ~0.15 µs)
         self._decision_incs: dict[tuple[Any, ...], Callable[[float], None]] = {}
@@ -183,6 +192,7 @@ class GateMetrics:
         self._bind_jwks = _child_cache(self._jwks)
         self._bind_anomaly = _child_cache(self._geo_anomalies)
         self._bind_failure = _child_cache(self._failures)
+        self._bind_device_refused = _child_cache(self._device_refused)
         self._bind_bundle_event = _child_cache(self._bundle_events)
         self._bind_role = _child_cache(self._by_role)
 
@@ -268,6 +278,10 @@ class GateMetrics:
         """Count one failure-mode event (kind e.g. no_bundle / engine_error; mode closed|open)."""
         self._bind_failure(kind, mode).inc()
 
+    def device_attestation_refused(self, reason: str) -> None:
+        """Count one device attestation not used (device_attestation_invalid | device_binding_mismatch)."""
+        self._bind_device_refused(reason).inc()
+
     def malformed_forwarded(self) -> None:
         """Count one malformed X-Forwarded-For / Forwarded header."""
         self._malformed.inc()
@@ -296,6 +310,10 @@ class GateMetrics:
             else:
                 self._bundle_info.remove(*previous)
         self._bundle_info.labels(*labels).set(1)
+
+    def rollback_floor(self, floor: str | None) -> None:
+        """Record the rollback floor in force (BundleManager `on_floor` hook): the gauge is 1 while unset."""
+        self._floor_unset.set(1 if floor is None else 0)
 
     def bundle_event(self, kind: str) -> None:
         """Count one bundle-manager event (e.g. activated, verify_failed, fetch_failed)."""

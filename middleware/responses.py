@@ -7,6 +7,7 @@
 | deny            | 403  | 4403            | FORBIDDEN            |
 | bad_request     | 400  | 4400            | BAD_REQUEST          |
 | too_large       | 413  | 4413            | PAYLOAD_TOO_LARGE    |
+| method_not_allowed | 405 (`Allow: POST`) | 4405 | METHOD_NOT_ALLOWED |
 | error           | 503  | 4503            | POLICY_UNAVAILABLE   |
 
 No token at all gets a bare `Bearer realm=...` challenge (RFC 6750 §3.1: no error code); a token that
@@ -24,6 +25,7 @@ from ig_gate.middleware.decision import (
     BAD_REQUEST,
     DENY,
     ERROR,
+    NOT_ALLOWED,
     STEPUP,
     TOO_LARGE,
     UNAUTHENTICATED,
@@ -49,6 +51,7 @@ _KINDS = {
     DENY: _Kind(403, 4403, "forbidden", "FORBIDDEN", "Access denied by policy"),
     BAD_REQUEST: _Kind(400, 4400, "bad_request", "BAD_REQUEST", "Malformed request"),
     TOO_LARGE: _Kind(413, 4413, "payload_too_large", "PAYLOAD_TOO_LARGE", "Request body too large"),
+    NOT_ALLOWED: _Kind(405, 4405, "method_not_allowed", "METHOD_NOT_ALLOWED", "Method not allowed"),
     ERROR: _Kind(503, 4503, "policy_unavailable", "POLICY_UNAVAILABLE", "Policy decision unavailable"),
 }
 _UNSAFE_QUOTED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")  # RFC 6750 error_description charset
@@ -105,6 +108,8 @@ class Responses:
         challenge = self._challenge(decision)
         if challenge is not None:
             headers.append((b"www-authenticate", challenge))
+        if decision.outcome == NOT_ALLOWED:
+            headers.append((b"allow", b"POST"))
         return kind.status, headers, payload
 
     def _challenge(self, decision: Decision) -> bytes | None:

@@ -167,6 +167,14 @@ class SSFSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GraphQLSettings:
+    """Where requests are GraphQL: only these paths are classified by their operation type."""
+
+    paths: tuple[str, ...] = ("/graphql",)  # exact paths; everywhere else the HTTP method decides
+    max_document_bytes: int = 65_536  # a longer GraphQL document (or GET query string) is refused 413
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     """The sidecar service (`ig-gate serve`)."""
 
@@ -196,6 +204,7 @@ class Settings:
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     risk_store: RiskStoreSettings = field(default_factory=RiskStoreSettings)
     ssf: SSFSettings = field(default_factory=SSFSettings)
+    graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     failure_mode: str = "closed"  # closed | open
     exclude_paths: tuple[str, ...] = ("/healthz",)
@@ -277,6 +286,11 @@ def _validate(built: Any, where: str) -> None:
             raise ConfigError(f"{_join(where, 'default_risk')}: must be one of {RISK_LEVELS}")
         if "none" in (a.lower() for a in built.algorithms):
             raise ConfigError(f"{_join(where, 'algorithms')}: 'none' is never allowed")
+    if isinstance(built, GraphQLSettings):
+        if any(not p.startswith("/") for p in built.paths):
+            raise ConfigError(f"{_join(where, 'paths')}: every GraphQL path must start with '/'")
+        if built.max_document_bytes < 1:
+            raise ConfigError(f"{_join(where, 'max_document_bytes')}: must be at least 1")
     if isinstance(built, GeoSettings) and built.forwarded_source not in FORWARDED_SOURCES:
         raise ConfigError(f"{_join(where, 'forwarded_source')}: must be one of {FORWARDED_SOURCES}")
     if isinstance(built, RolloutSettings) and (

@@ -11,38 +11,60 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from ig_gate.middleware.decision_log import verify_chain
+from ig_gate.middleware.decision_log import log_files, verify_chain
 from ig_gate.sidecar.serve import register_serve
 
 USAGE = 2
 
 
 def _decisions_verify(args: argparse.Namespace) -> int:
+    """Verify each chain named by the targets; one report per file (JSON on stdout, or a line on stderr)."""
+    status = 0
+    for target in args.targets:
+        try:
+            files = log_files(target)
+        except OSError as exc:
+            print(f"ig-gate: cannot read {target}: {exc.strerror or exc}", file=sys.stderr)
+            status = USAGE
+            continue
+        for path in files:
+            status = max(status, _verify_one(path))
+    return status
+
+
+def _verify_one(path: Path) -> int:
     try:
-        report = verify_chain(args.file)
+        report = verify_chain(path)
     except OSError as exc:
-        print(f"ig-gate: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"ig-gate: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return USAGE
     if not report.ok:
-        print(f"{args.file}:{report.first_bad_line}: {report.reason}", file=sys.stderr)
+        print(f"{path}:{report.first_bad_line}: {report.reason}", file=sys.stderr)
         return 1
-    print(json.dumps({"file": str(args.file), **report.to_json()}))
+    print(json.dumps({"file": str(path), **report.to_json()}))
     return 0
 
 
 def register_decisions(subparsers: argparse._SubParsersAction) -> None:
-    """`ig-gate decisions verify FILE`: check a decision log's hash chain."""
+    """`ig-gate decisions verify PATH...`: check decision logs' hash chains."""
     decisions = subparsers.add_parser("decisions", help="decision-log tools")
     actions = decisions.add_subparsers(dest="action", required=True, metavar="ACTION")
     verify = actions.add_parser(
         "verify",
-        help="verify the hash chain of a decision log",
-        description="Check that no line of a decision log was edited, removed, reordered or truncated.",
-        epilog="exit status: 0 the chain verifies (JSON summary on stdout), 1 it does not (the first bad "
-        "line on stderr), 2 usage error or unreadable file",
+        help="verify the hash chains of decision logs",
+        description="Check that no line of a decision log was edited, removed, reordered or truncated. "
+        "Every writer process keeps its own file and chain (decisions.jsonl, decisions.1.jsonl, ... for "
+        "`serve --workers N`): give the directory, a glob, or the files; each file is verified and "
+        "reported on its own.",
+        epilog="exit status: 0 every chain verifies (one JSON summary per file on stdout), 1 one does not "
+        "(its file and first bad line on stderr), 2 usage error or unreadable file",
     )
-    verify.add_argument("file", metavar="FILE", help="a decision log (JSON lines)")
+    verify.add_argument(
+        "targets", nargs="+", metavar="PATH",
+        help="a decision log (JSON lines), a directory (its *.jsonl files) or a glob pattern",
+    )
     verify.set_defaults(handler=_decisions_verify)
 
 

@@ -334,9 +334,8 @@ def test_audit_a_token_in_the_request_path_is_not_written_to_the_decision_log(wo
 def test_audit_a_deeply_nested_json_body_is_a_400_not_a_failure_mode_event(world, serve):
     client = serve(world.settings())
     nested = b"[" * 100_000 + b"]" * 100_000
-    response = client.post(
-        "/graphql", content=nested, headers={"content-type": JSON, "authorization": "Bearer x.y.z"}
-    )
+    headers = {"content-type": JSON, "authorization": f"Bearer {world.token()}"}  # parsed once authenticated
+    response = client.post("/graphql", content=nested, headers=headers)
     assert response.status_code == 400
     assert (
         client.app.gate.metrics.registry.get_sample_value(

@@ -26,7 +26,7 @@ from ig_gate.middleware.decision import (
 from ig_gate.middleware.device import DevicePosture
 from ig_gate.middleware.extract import MalformedRequest, TokenReader, header_map
 from ig_gate.middleware.gate import Gate, GateRequest
-from ig_gate.middleware.graphql import GraphQLRequestError, operation_type
+from ig_gate.middleware.graphql import GraphQLRequestError, request_operation
 from ig_gate.middleware.jwks import JWKSet
 from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.responses import Responses
@@ -40,7 +40,7 @@ JSON = "application/json"
 
 def post(body: object, content_type: str = JSON) -> str:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return operation_type("POST", "/graphql", b"", raw, content_type)
+    return request_operation("POST", b"", raw, content_type, 65_536)
 
 
 @pytest.mark.parametrize(
@@ -54,8 +54,6 @@ def post(body: object, content_type: str = JSON) -> str:
         ('query Q { a(text: "} mutation { x }") }', "query"),
         ('query Q { a(text: """ block } mutation { """) }', "query"),
         ("fragment F on User { id } mutation M($v: In = {a: 1}) @tag { b { ...F } }", "mutation"),
-        ("query A { a } mutation B { b }", "mutation"),  # ambiguous without operationName: most sensitive
-        ("type Query { a: Int }", "unknown"),
         ("", "unknown"),
     ],
 )
@@ -63,11 +61,13 @@ def test_operation_type_of_json_bodies(document, expected):
     assert post({"query": document}) == expected
 
 
-def test_operation_name_picks_the_operation_and_an_unknown_name_is_unknown():
+def test_operation_name_picks_the_operation_and_an_unknown_name_is_a_bad_request():
     document = "query A { a } mutation B { b }"
     assert post({"query": document, "operationName": "A"}) == "query"
     assert post({"query": document, "operationName": "B"}) == "mutation"
-    assert post({"query": document, "operationName": "C"}) == "unknown"
+    with pytest.raises(GraphQLRequestError, match="does not name an operation") as raised:
+        post({"query": document, "operationName": "C"})
+    assert raised.value.status == 400
 
 
 def test_batches_report_their_most_sensitive_operation():
@@ -77,14 +77,23 @@ def test_batches_report_their_most_sensitive_operation():
 
 def test_get_parameters_application_graphql_and_other_bodies():
     qs = urlencode({"query": "subscription S { s }", "operationName": "S"}).encode()
-    assert operation_type("GET", "/graphql", qs, None, "") == "subscription"
-    assert operation_type("GET", "/graphql", b"a=1", None, "") == "unknown"
+    assert request_operation("GET", qs, None, "", 65_536) == "subscription"
+    assert request_operation("GET", b"a=1", None, "", 65_536) == "unknown"
     assert post(b"mutation { x }", "application/graphql; charset=utf-8") == "mutation"
     assert post(b"a,b", "text/csv") == "unknown"
     assert post({"extensions": {"persistedQuery": {"sha256Hash": "abc"}}}) == "unknown"
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", json.dumps({"query": 42}).encode()])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"\xff\xfe",
+        json.dumps({"query": 42}).encode(),
+        json.dumps({"query": "query A { a } mutation B { b }"}).encode(),  # several: operationName needed
+        json.dumps({"query": "type Query { a: Int }"}).encode(),  # no operation at all
+    ],
+)
 def test_unreadable_graphql_bodies_raise_a_named_error(body):
     with pytest.raises(GraphQLRequestError):
         post(body)

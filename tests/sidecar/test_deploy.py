@@ -127,3 +127,41 @@ def test_the_image_installs_every_package_of_pyproject_with_its_data() -> None:
     cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
     assert cmd is not None
     build_parser().parse_args(["serve", *yaml.safe_load(cmd.group(1))])
+
+
+STATE_MOUNT = "/var/lib/ig-gate"
+
+
+def ig_gate_workloads() -> list[tuple[str, dict[str, Any]]]:
+    """Every workload whose pods run an ig-gate container."""
+    return [
+        (name, doc) for name, doc in documents()
+        if any(c["name"] == "ig-gate" for c in doc.get("spec", {}).get("template", {}).get("spec", {})
+               .get("containers", []))
+    ]
+
+
+def test_ig_gate_state_lives_on_a_volume_claimed_per_pod_never_an_empty_dir(tmp_path: Path) -> None:
+    workloads = ig_gate_workloads()
+    assert len(workloads) >= 2
+    for manifest, doc in workloads:
+        spec, pod = doc["spec"], doc["spec"]["template"]["spec"]
+        container = next(c for c in pod["containers"] if c["name"] == "ig-gate")
+        (state,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == STATE_MOUNT]
+        assert doc["kind"] == "StatefulSet" and spec["serviceName"], manifest
+        assert state not in {v["name"] for v in pod.get("volumes", [])}, manifest  # no emptyDir over it
+        (claim,) = [t for t in spec["volumeClaimTemplates"] if t["metadata"]["name"] == state]
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"] and claim["spec"]["resources"]["requests"]
+        assert pod["securityContext"]["fsGroup"] == 10001, manifest  # the image's ig-gate user can write it
+    config = tmp_path / "ig-gate.yaml"
+    config.write_text(config_map("ig-gate-config")["ig-gate.yaml"])
+    settings = load_settings(config)
+    for path in (settings.bundle.state_dir, settings.decision_log.path):
+        assert Path(path).is_relative_to(STATE_MOUNT)
+    assert settings.bundle.min_version  # a floor even when a volume starts empty
+
+
+def test_the_scaler_targets_the_kind_of_workload_it_scales() -> None:
+    kinds = {doc["metadata"]["name"]: doc["kind"] for _, doc in ig_gate_workloads()}
+    scaler = yaml.safe_load((DEPLOY / "keda-scaledobject.yaml").read_text())["spec"]["scaleTargetRef"]
+    assert scaler.get("kind", "Deployment") == kinds[scaler["name"]] == "StatefulSet"
