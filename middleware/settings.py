@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import msgspec.inspect
+from packaging.version import InvalidVersion, Version
 
 from ig_gate.middleware.config_engine import (
     ConfigError,
@@ -46,6 +47,8 @@ class BundleSettings:
     scope: str | None = None
     query: str = "data.ig.zt.decision"
     require_version: str | None = None  # PEP 440 specifier, e.g. ">=2.0,<3"
+    # PEP 440 version: the rollback floor even with an empty state_dir (older bundles are always refused)
+    min_version: str | None = None
     require_digests: tuple[str, ...] = ()
     allow_unsigned: bool = False  # only for local development; never in production
     # registry distribution (OCI); when `registry` is set the bundle manager polls `channel`
@@ -291,6 +294,12 @@ def _validate(built: Any, where: str) -> None:
             raise ConfigError(f"{_join(where, 'paths')}: every GraphQL path must start with '/'")
         if built.max_document_bytes < 1:
             raise ConfigError(f"{_join(where, 'max_document_bytes')}: must be at least 1")
+    if isinstance(built, BundleSettings) and built.min_version is not None:
+        try:
+            Version(built.min_version)
+        except InvalidVersion:
+            key = _join(where, "min_version")
+            raise ConfigError(f"{key}: not a PEP 440 version: {built.min_version!r}") from None
     if isinstance(built, GeoSettings) and built.forwarded_source not in FORWARDED_SOURCES:
         raise ConfigError(f"{_join(where, 'forwarded_source')}: must be one of {FORWARDED_SOURCES}")
     if isinstance(built, RolloutSettings) and (

@@ -71,6 +71,12 @@ def serve_command(args: argparse.Namespace) -> int:
         return _fail(ConfigError(f"server.workers: must be >= 1, got {server.workers}"))
     if not 0 < server.port < 65536:
         return _fail(ConfigError(f"server.port: must be 1-65535, got {server.port}"))
+    if server.workers > 1 and settings.ssf.transmitter_jwks and not settings.risk_store.redis_url:
+        # risk events are kept per process without Redis: the other workers would never see them
+        return _fail(ConfigError(
+            f"server.workers: {server.workers} workers with ssf.transmitter_jwks set need "
+            "risk_store.redis_url (a risk event reaches only the worker that receives it)"
+        ))
     try:
         app = _build(settings)  # fails here, before listening, on bad keys, key sets, geo DB...
     except STARTUP_ERRORS as exc:

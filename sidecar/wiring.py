@@ -71,6 +71,8 @@ def _registry_wiring(settings: Settings, metrics: GateMetrics | None) -> PolicyW
         Path(bundle.state_dir),
         poll_interval_s=bundle.poll_interval_s,
         on_event=None if metrics is None else lambda kind, detail: metrics.bundle_event(kind),
+        min_version=bundle.min_version,
+        on_floor=None if metrics is None else metrics.rollback_floor,
     )
     if not settings.rollout.enabled:
         status = lambda: manager.status().to_json()  # noqa: E731
