@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +100,11 @@ def type_at(root: mi.Type, key: Key) -> mi.Type | None:
 def describe(t: mi.Type) -> str:
     """What a value of this type is, in words: "an integer", "a string or null", "'open' or 'closed'"."""
     base = unwrap(t)[0]
-    if isinstance(base, mi.LiteralType):
-        return choices(base.values)
-    if isinstance(base, mi.UnionType):
-        return " or ".join(describe(u) for u in base.types)
-    return _WORDS.get(type(base), "a value")
+    members = [unwrap(u)[0] for u in base.types] if isinstance(base, mi.UnionType) else [base]
+    if any(isinstance(m, mi.LiteralType) for m in members):  # one list of choices, null among them
+        values = [v for m in members for v in (m.values if isinstance(m, mi.LiteralType) else (None,))]
+        return choices(tuple(values))
+    return " or ".join(_WORDS.get(type(m), "a value") for m in members)
 
 
 def choices(values: tuple[Any, ...]) -> str:
@@ -290,7 +290,8 @@ def _explain(text: str, raw: Mapping[str, Any], root: mi.Type, sources: Sources)
     if message.startswith("Invalid enum value"):
         return sources.error(key, f"must be {describe(t)}, got {show(value)}")
     if rule := _CONSTRAINT.match(message):
-        return sources.error(key, f"must be {rule['rule']}, got {show(value)}")
+        wanted = "not be empty" if rule["rule"] == "of length >= 1" else f"be {rule['rule']}"
+        return sources.error(key, f"must {wanted}, got {show(value)}")
     # a section's own check (__post_init__): "field: what is wrong" names the field
     name, _, rest = message.partition(": ")
     if rest and name in fields_of(t):
@@ -307,11 +308,29 @@ def _value_at(raw: Any, key: Key) -> Any:
     return raw
 
 
-def walk_values(obj: Any, t: mi.Type, visit: Callable[[Key, mi.Field, Any], None], key: Key = ()) -> None:
-    """Call `visit(key, field, value)` for every leaf setting of a built settings object."""
-    for name, f in fields_of(t).items():
-        value = getattr(obj, name)
-        if fields_of(f.type):
-            walk_values(value, f.type, visit, (*key, name))
-        else:
-            visit((*key, name), f, value)
+def path_kind(f: mi.Field) -> str | None:
+    """"file" (must exist at startup when set), "path" (may not exist yet) or None: the field's marker."""
+    return unwrap(f.type)[1].get("path")
+
+
+def resolve_paths(raw: dict[str, Any], root: mi.Type, base: Path) -> None:
+    """Make the relative path values in `raw` (as read from a YAML file) relative to `base`."""
+    for key, f in leaves(root):
+        value = _value_at(raw, key)
+        if path_kind(f) and isinstance(value, str) and value and "://" not in value:
+            _value_at(raw, key[:-1])[key[-1]] = str(base / value)
+
+
+def missing_files(obj: Any, root: mi.Type) -> Iterator[tuple[Key, str]]:
+    """(key path, value) of each "file" setting of a built settings object whose file does not exist."""
+    for key, f in leaves(root):
+        value = _value_at_attr(obj, key)
+        local = isinstance(value, str) and "://" not in value
+        if path_kind(f) == "file" and local and not Path(value).is_file():
+            yield key, value
+
+
+def _value_at_attr(obj: Any, key: Key) -> Any:
+    for part in key:
+        obj = getattr(obj, str(part))
+    return obj

@@ -15,10 +15,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import msgspec.inspect
+from msgspec import Meta
 from packaging.version import InvalidVersion, Version
 
 from ig_gate.middleware.config_engine import (
@@ -28,66 +29,139 @@ from ig_gate.middleware.config_engine import (
     check_keys,
     convert,
     env_overrides,
+    key_text,
+    missing_files,
     read_yaml,
+    resolve_paths,
 )
 
 ENV_PREFIX = "IG_GATE_"
-RISK_LEVELS = ("low", "medium", "high")
-FORWARDED_SOURCES = ("auto", "x-forwarded-for", "forwarded")
+
+# The schema's building blocks. A setting is `name: Annotated[type, Meta(description=...)] = default`
+# (msgspec checks the types, `Literal` choices and `Meta` ranges; a section's `__post_init__` checks the
+# rest and raises ValueError("field: what is wrong")). Markers, beside the description:
+FILE = Meta(extra={"path": "file"})  # a file that must exist at startup when set (URLs are left alone)
+PATH = Meta(extra={"path": "path"})  # a path that may not exist yet; both are resolved like FILE
+SIDECAR_ONLY = Meta(extra={"sidecar_only": True}, extra_json_schema={"x-sidecar-only": True})
+PositiveInt = Annotated[int, Meta(ge=1)]
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+Seconds = Annotated[float, Meta(gt=0)]
+Fraction = Annotated[float, Meta(gt=0, le=1)]
+Rate = Annotated[float, Meta(ge=0, le=1)]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+Text = Annotated[str, Meta(min_length=1)]
+RiskLevel = Literal["low", "medium", "high"]
+ForwardedSource = Literal["auto", "x-forwarded-for", "forwarded"]
+RISK_LEVELS: tuple[RiskLevel, ...] = get_args(RiskLevel)
+FORWARDED_SOURCES: tuple[ForwardedSource, ...] = get_args(ForwardedSource)
 
 
 @dataclass(frozen=True, slots=True)
 class BundleSettings:
     """Where the policy bundle comes from and how it is verified."""
 
-    path: str | None = "dist/policy.tgz"
-    verification_key: str | None = None  # PEM public key, or for HS256 a file with the secret
-    key_alg: str | None = None  # None: inferred from the key (EC -> ES256, RSA -> RS256, secret -> HS256)
-    key_id: str | None = None
-    scope: str | None = None
-    query: str = "data.ig.zt.decision"
-    require_version: str | None = None  # PEP 440 specifier, e.g. ">=2.0,<3"
+    path: Annotated[
+        str | None, PATH, Meta(description="The signed bundle file (.tar.gz) when neither registry nor "
+                               "remote_opa_url is set.")
+    ] = "dist/policy.tgz"
+    verification_key: Annotated[
+        str | None, FILE, Meta(description="PEM public key that verifies bundle signatures (for HS256: a "
+                               "file with the secret); required unless allow_unsigned.")
+    ] = None
+    key_alg: Annotated[
+        Literal["ES256", "RS256", "PS256", "HS256"] | None,
+        Meta(description="Signature algorithm; null: from the key (EC: ES256, RSA: RS256, secret: HS256)."),
+    ] = None
+    key_id: Annotated[str | None, Meta(description="Key id of verification_key (else the JWS `kid`, then "
+                                                  "the payload `keyid`).")] = None
+    scope: Annotated[str | None, Meta(description="The scope a bundle signature must carry.")] = None
+    query: Annotated[
+        Text, Meta(description="The Rego rule whose value is the decision.")
+    ] = "data.ig.zt.decision"
+    require_version: Annotated[
+        str | None, Meta(description="PEP 440 specifier the bundle version must satisfy, e.g. `>=2.0,<3`.")
+    ] = None
     # PEP 440 version: the rollback floor even with an empty state_dir (older bundles are always refused)
     min_version: str | None = None
-    require_digests: tuple[str, ...] = ()
-    allow_unsigned: bool = False  # only for local development; never in production
-    # registry distribution (OCI); when `registry` is set the bundle manager polls `channel`
-    registry: str | None = None
-    repository: str | None = None
-    channel: str = "prod"
-    plain_http: bool = False
-    poll_interval_s: float = 30.0
-    state_dir: str = ".ig-gate/state"
-    remote_opa_url: str | None = None  # ask a remote OPA-compatible PDP instead of the local engine
+    require_digests: Annotated[
+        tuple[str, ...], Meta(description="Bundle digests (`sha256:...`) allowed; empty: any signed bundle.")
+    ] = ()
+    allow_unsigned: Annotated[
+        bool, Meta(description="Accept bundles without verification: local development only, never in "
+                         "production.")
+    ] = False
+    registry: Annotated[
+        str | None, Meta(description="OCI registry (host[:port]) to pull bundles from; when set, the "
+                               "bundle manager polls `channel`.")
+    ] = None
+    repository: Annotated[
+        str | None, Meta(description="The bundle's repository in the registry (required with registry).")
+    ] = None
+    channel: Annotated[Text, Meta(description="The channel (tag) followed: dev, staging, prod...")] = "prod"
+    plain_http: Annotated[
+        bool, Meta(description="Reach the registry over HTTP, not HTTPS (local only).")
+    ] = False
+    poll_interval_s: Annotated[Seconds, Meta(description="Seconds between polls of the channel.")] = 30.0
+    state_dir: Annotated[
+        str, PATH, Meta(description="Directory where the last-good bundle is kept (created if missing).")
+    ] = ".ig-gate/state"
+    remote_opa_url: Annotated[
+        str | None, Meta(description="Ask this OPA-compatible PDP (http(s)://host[:port]) instead of the "
+                               "local engine.")
+    ] = None
 
 
 @dataclass(frozen=True, slots=True)
 class StepUpSettings:
     """What counts as a satisfied step-up (RFC 9470)."""
 
-    acr_values: tuple[str, ...] = ("mfa",)
-    amr_values: tuple[str, ...] = ("mfa", "hwk")
-    max_age: int = 300
+    acr_values: Annotated[tuple[str, ...], Meta(description="Token `acr` values that satisfy a step-up.")] = (
+        "mfa",
+    )
+    amr_values: Annotated[
+        tuple[str, ...], Meta(description="Token `amr` values that satisfy a step-up.")
+    ] = ("mfa", "hwk")
+    max_age: Annotated[
+        PositiveInt, Meta(description="Seconds since `auth_time` within which a step-up counts.")
+    ] = 300
 
 
 @dataclass(frozen=True, slots=True)
 class IdentitySettings:
     """The IdP whose bearer tokens establish the session."""
 
-    issuer: str = "https://idp.example.test"
-    audience: str = "ig-gateway"
-    jwks: str | None = None  # a JWKS file path or an https URL
-    algorithms: tuple[str, ...] = ("ES256", "RS256", "PS256", "EdDSA")
-    leeway_s: int = 30
-    cookie: str | None = None  # read the bearer token from this cookie when no Authorization header
-    tenant_claim: str = "tenant"
-    tenant_header: str | None = None  # e.g. X-Tenant-ID; used only when the token has no tenant claim
-    risk_claim: str = "risk"
-    default_risk: str = "medium"
-    jwks_refresh_s: float = 300.0
-    jwks_min_refresh_interval_s: float = 30.0
-    jwks_ca_file: str | None = None  # a private CA bundle for https JWKS URLs (IdP and MDM key sets)
-    token_cache_size: int = 10_000
+    issuer: Annotated[Text, Meta(description="The `iss` of bearer tokens.")] = "https://idp.example.test"
+    audience: Annotated[Text, Meta(description="The `aud` bearer tokens must name.")] = "ig-gateway"
+    jwks: Annotated[
+        str | None, FILE, Meta(description="The IdP's key set: a JWKS file or an https URL (required).")
+    ] = None
+    algorithms: Annotated[
+        tuple[Text, ...], Meta(min_length=1, description="Token algorithms accepted (`none` never is).")
+    ] = ("ES256", "RS256", "PS256", "EdDSA")
+    leeway_s: Annotated[NonNegativeInt, Meta(description="Clock skew allowed on exp/nbf/iat, seconds.")] = 30
+    cookie: Annotated[
+        str | None, Meta(description="Read the bearer token from this cookie when there is no "
+                               "Authorization header.")
+    ] = None
+    tenant_claim: Annotated[Text, Meta(description="The token claim naming the tenant.")] = "tenant"
+    tenant_header: Annotated[
+        str | None, Meta(description="A header naming the tenant (e.g. X-Tenant-ID), used only when the "
+                               "token has no tenant claim.")
+    ] = None
+    risk_claim: Annotated[Text, Meta(description="The token claim with the IdP's session risk.")] = "risk"
+    default_risk: Annotated[RiskLevel, Meta(description="Session risk when the token has none.")] = "medium"
+    jwks_refresh_s: Annotated[
+        Seconds, Meta(description="Seconds between refreshes of https key sets.")
+    ] = 300.0
+    jwks_min_refresh_interval_s: Annotated[
+        Seconds, Meta(description="Fewest seconds between refreshes that an unknown `kid` triggers.")
+    ] = 30.0
+    jwks_ca_file: Annotated[
+        str | None, FILE, Meta(description="A private CA bundle for https key-set URLs (IdP and MDM).")
+    ] = None
+    token_cache_size: Annotated[
+        NonNegativeInt, Meta(description="Verified tokens kept until their `exp`; 0: no cache.")
+    ] = 10_000
     stepup: StepUpSettings = field(default_factory=StepUpSettings)
 
 
@@ -95,78 +169,129 @@ class IdentitySettings:
 class DeviceSettings:
     """Device posture: a signed attestation header (MDM key set) or a token claim."""
 
-    attestation_jwks: str | None = None
-    header: str = "X-Device-Attestation"
-    algorithms: tuple[str, ...] = ("ES256", "RS256", "EdDSA")
-    posture_claim: str | None = None  # read posture from this bearer-token claim when no attestation
+    attestation_jwks: Annotated[
+        str | None, FILE, Meta(description="The MDM's key set for device attestations: a JWKS file or an "
+                               "https URL; null: no attestations.")
+    ] = None
+    header: Annotated[Text, Meta(description="The request header with the signed attestation.")] = (
+        "X-Device-Attestation"
+    )
+    algorithms: Annotated[
+        tuple[Text, ...], Meta(min_length=1, description="Attestation algorithms accepted (`none` never is).")
+    ] = ("ES256", "RS256", "EdDSA")
+    posture_claim: Annotated[
+        str | None, Meta(description="Read the posture from this bearer-token claim when there is no "
+                               "attestation.")
+    ] = None
 
 
 @dataclass(frozen=True, slots=True)
 class GeoSettings:
     """Client IP and country resolution."""
 
-    database: str | None = None  # None: the embedded DB-IP Lite country database
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32",)
-    forwarded_source: str = "auto"  # auto | x-forwarded-for | forwarded: which header carries the client
-    trusted_hops: int | None = None  # no peer address (coprocessor): trust this many rightmost hops
-    cache_size: int = 65_536
-    anomaly_window_s: float = 3600.0  # two countries for one subject within this window = anomaly
+    database: Annotated[
+        str | None, FILE, Meta(description="A country database (.mmdb); null: the embedded DB-IP Lite one.")
+    ] = None
+    trusted_proxies: Annotated[
+        tuple[str, ...], Meta(description="CIDRs of the proxies whose forwarded headers are believed.")
+    ] = ("127.0.0.1/32",)
+    forwarded_source: Annotated[
+        ForwardedSource, Meta(description="Which header carries the client address.")
+    ] = "auto"
+    trusted_hops: Annotated[
+        PositiveInt | None, Meta(description="Without a peer address (coprocessor): trust this many "
+                                       "rightmost hops.")
+    ] = None
+    cache_size: Annotated[
+        NonNegativeInt, Meta(description="Addresses whose country is kept; 0: no cache.")
+    ] = 65_536
+    anomaly_window_s: Annotated[
+        Seconds, Meta(description="Two countries for one subject within this many seconds: an anomaly.")
+    ] = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
 class MemoSettings:
     """The decision memo (bounded LRU with a short TTL, keyed by bundle revision + input)."""
 
-    enabled: bool = True
-    size: int = 8192
-    ttl_s: float = 5.0
+    enabled: Annotated[bool, Meta(description="Reuse the decision for an identical input.")] = True
+    size: Annotated[PositiveInt, Meta(description="Decisions kept (least recently used dropped).")] = 8192
+    ttl_s: Annotated[Seconds, Meta(description="Seconds a decision is reused.")] = 5.0
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionLogSettings:
     """The hash-chained decision log (JSON lines, OPA's shape)."""
 
-    path: str | None = None  # None: decision logging off
-    queue_size: int = 10_000
+    path: Annotated[str | None, PATH, Meta(description="The log file (JSON lines); null: no log.")] = None
+    queue_size: Annotated[
+        PositiveInt, Meta(description="Entries waiting for the writer; beyond, new ones are dropped and "
+                                "counted.")
+    ] = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
     """Prometheus metrics."""
 
-    tenants: tuple[str, ...] = ()  # tenant label values allowed; every other tenant is "other"
+    tenants: Annotated[
+        tuple[str, ...], Meta(description="Tenant label values; every other tenant is counted as `other`.")
+    ] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class RolloutSettings:
     """Staged rollout of a candidate bundle (shadow, then canary stages), ACA-style checks."""
 
-    enabled: bool = True
-    stages: tuple[float, ...] = (0.05, 0.25, 1.0)
-    sticky_by: str = "tenant"  # tenant | session
-    min_samples: int = 200
-    max_deny_rate_delta: float = 0.05
-    max_stepup_rate_delta: float = 0.05
-    max_error_rate: float = 0.01
-    max_latency_ratio: float = 3.0
+    enabled: Annotated[
+        bool, Meta(description="Roll a new bundle out in stages (else it is enforced at once).")
+    ] = True
+    stages: Annotated[
+        tuple[Fraction, ...], Meta(min_length=1, description="Shares of traffic enforced in turn, ending "
+                                                            "with 1.0.")
+    ] = (0.05, 0.25, 1.0)
+    sticky_by: Annotated[
+        Literal["tenant", "session"], Meta(description="What keeps a candidate's share stable.")
+    ] = "tenant"
+    min_samples: Annotated[
+        PositiveInt, Meta(description="Decisions compared before a stage is judged.")
+    ] = 200
+    max_deny_rate_delta: Annotated[
+        Rate, Meta(description="Candidate deny rate above baseline that reverts.")
+    ] = 0.05
+    max_stepup_rate_delta: Annotated[
+        Rate, Meta(description="Candidate step-up rate above baseline that reverts.")
+    ] = 0.05
+    max_error_rate: Annotated[Rate, Meta(description="Candidate error rate that reverts.")] = 0.01
+    max_latency_ratio: Annotated[
+        float, Meta(ge=1, description="Candidate latency as a multiple of baseline that reverts.")
+    ] = 3.0
 
 
 @dataclass(frozen=True, slots=True)
 class RiskStoreSettings:
     """Where IdP risk events raise session risk after issue."""
 
-    ttl_s: float = 86_400.0
-    redis_url: str | None = None
+    ttl_s: Annotated[Seconds, Meta(description="Seconds a raised session risk is kept.")] = 86_400.0
+    redis_url: Annotated[
+        str | None, Meta(description="redis://host:port/db shared by every process; null: in memory, one "
+                               "process.")
+    ] = None
 
 
 @dataclass(frozen=True, slots=True)
 class SSFSettings:
     """Receiver of Security Event Tokens (RFC 8417 / RFC 8935, CAEP)."""
 
-    transmitter_jwks: str | None = None
-    issuer: str | None = None
-    audience: str | None = None
-    algorithms: tuple[str, ...] = ("ES256", "RS256")
+    transmitter_jwks: Annotated[
+        str | None, FILE, Meta(description="The transmitter's key set (JWKS file or https URL); null: "
+                               "no receiver.")
+    ] = None
+    issuer: Annotated[str | None, Meta(description="The `iss` of events (required with a key set).")] = None
+    audience: Annotated[str | None, Meta(description="The `aud` of events (required with a key set).")] = None
+    algorithms: Annotated[
+        tuple[Text, ...], Meta(min_length=1, description="Event algorithms accepted (`none` never is).")
+    ] = ("ES256", "RS256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,16 +306,22 @@ class GraphQLSettings:
 class ServerSettings:
     """The sidecar service (`ig-gate serve`)."""
 
-    host: str = "127.0.0.1"
-    port: int = 8181
-    workers: int = 1
-    upstream: str | None = None  # reverse-proxy mode: every other path goes to this URL
-    upstream_timeout_s: float = 30.0
-    max_body_bytes: int = 1_048_576
+    host: Annotated[Text, Meta(description="The client listener's address.")] = "127.0.0.1"
+    port: Annotated[Port, Meta(description="The client listener's port.")] = 8181
+    workers: Annotated[PositiveInt, Meta(description="Worker processes.")] = 1
+    upstream: Annotated[
+        str | None, Meta(description="Reverse-proxy mode: every other path goes to this http(s) URL.")
+    ] = None
+    upstream_timeout_s: Annotated[Seconds, Meta(description="Seconds an upstream answer may take.")] = 30.0
+    max_body_bytes: Annotated[PositiveInt, Meta(description="Largest request body read, bytes.")] = 1_048_576
     coprocessor_trusted_hops: int = 1  # Apollo Router is a trusted hop in x-forwarded-for
-    graceful_timeout_s: float = 10.0
-    # at startup complete: gc.collect() then gc.freeze(), so full collections skip the startup heap
-    gc_freeze: bool = True
+    graceful_timeout_s: Annotated[
+        Seconds, Meta(description="Seconds in-flight requests may finish after SIGTERM.")
+    ] = 10.0
+    gc_freeze: Annotated[
+        bool, Meta(description="At startup complete, gc.collect() then gc.freeze(): full collections "
+                         "skip the startup heap.")
+    ] = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,25 +337,16 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     risk_store: RiskStoreSettings = field(default_factory=RiskStoreSettings)
-    ssf: SSFSettings = field(default_factory=SSFSettings)
+    ssf: Annotated[SSFSettings, SIDECAR_ONLY] = field(default_factory=SSFSettings)
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
-    server: ServerSettings = field(default_factory=ServerSettings)
-    failure_mode: str = "closed"  # closed | open
-    exclude_paths: tuple[str, ...] = ("/healthz",)
-
-
-# keys whose values are file paths, resolved against the YAML file's directory
-_PATH_KEYS = {
-    ("bundle", "path"),
-    ("bundle", "verification_key"),
-    ("bundle", "state_dir"),
-    ("identity", "jwks"),
-    ("identity", "jwks_ca_file"),
-    ("device", "attestation_jwks"),
-    ("geo", "database"),
-    ("decision_log", "path"),
-    ("ssf", "transmitter_jwks"),
-}
+    server: Annotated[ServerSettings, SIDECAR_ONLY] = field(default_factory=ServerSettings)
+    failure_mode: Annotated[
+        Literal["closed", "open"], Meta(description="No usable bundle, engine or signal error: refuse "
+                                            "(closed, 503/403) or let requests through (open).")
+    ] = "closed"
+    exclude_paths: Annotated[
+        tuple[str, ...], Meta(description="Paths the gate lets through undecided.")
+    ] = ("/healthz",)
 
 
 def load_settings(
@@ -267,10 +389,14 @@ def _settings(raw: dict[str, Any], sources: Sources) -> Settings:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
-    for section, key in _PATH_KEYS:
-        value = raw.get(section, {}).get(key) if isinstance(raw.get(section), dict) else None
-        if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
-            raw[section][key] = str(base / value)
+    resolve_paths(raw, _schema(), base)
+
+
+def check_files(settings: Settings) -> None:
+    """The startup check: ConfigError for the first FILE setting (a key set, key, CA bundle, database or
+    token file) whose file does not exist; URLs are not fetched here."""
+    for key, value in missing_files(settings, _schema()):
+        raise ConfigError(f"{key_text(key)}: no such file: {value}")
 
 
 def _validate_sections(built: Any, where: str) -> None:
