@@ -157,7 +157,9 @@ class GatewayUser(FastHttpUser):
         self.idp = _identity(self.environment)
         self.subject = f"load-{type(self).__name__.lower()}-{uuid.uuid4().hex[:8]}"
         self.token = self.idp.session_token(self.subject, tenant=self.options.tenant, risk=self.risk)
-        self.device = self.idp.attestation(self.posture, device_id=f"{self.subject}-device")
+        self.device = self.idp.attestation(
+            self.posture, device_id=f"{self.subject}-device", subject=self.subject
+        )
         self.client_ip = self.options.client_ip
 
     def wait_time(self) -> float:

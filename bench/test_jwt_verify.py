@@ -79,5 +79,7 @@ def test_device_attestation_cache_hit(benchmark):
     mdm = make_keypair("ES256", kid="mdm-1")
     devices = DevicePosture(JWKSet.from_keys([mdm.jwk()]), DeviceSettings(), risk_store=InMemoryRiskStore())
     header = attestation(mdm, "managed")
-    assert devices.posture(header, None) == "managed"
-    benchmark.pedantic(devices.posture, (header, None), iterations=1000, rounds=200, warmup_rounds=1)
+    idp = make_keypair("ES256", kid="idp-1")
+    alice = _verifier(idp, InMemoryRiskStore(), cache_size=10).verify(session_token(idp))  # the attested user
+    assert devices.posture(header, alice) == "managed"
+    benchmark.pedantic(devices.posture, (header, alice), iterations=1000, rounds=200, warmup_rounds=1)

@@ -76,7 +76,7 @@ def coprocessor_payload(world: World, stage: str, **extra: Any) -> bytes:
         "authorization": [f"Bearer {world.token(sub='bench-copro')}"],
         "content-type": ["application/json"],
         "x-forwarded-for": [US_IP],
-        "x-device-attestation": [world.attestation("managed")],
+        "x-device-attestation": [world.attestation("managed", sub="bench-copro")],
     }
     payload = {
         "version": 1, "stage": stage, "control": "continue", "id": "1b19c05fdafc521016df33148ad63c1b",
@@ -88,7 +88,7 @@ def coprocessor_payload(world: World, stage: str, **extra: Any) -> bytes:
 def test_forward_auth_warm_call(benchmark: Any, world: World, app: Any) -> None:
     headers = [
         (b"authorization", f"Bearer {world.token(sub='bench-fa')}".encode()),
-        (b"x-device-attestation", world.attestation("managed").encode()),
+        (b"x-device-attestation", world.attestation("managed", sub="bench-fa").encode()),
         (b"x-forwarded-for", US_IP.encode()),
         (b"x-original-uri", b"/graphql?query=%7Bme%7Bid%7D%7D"),
         (b"x-original-method", b"GET"),

@@ -74,7 +74,10 @@ def client_pool(idp: DevIdP, mix: Mix, size: int = POOL_SIZE) -> list[ClientRequ
     stepups = _spread(round(mix.stepup * size), size)
     rest = [i for i in range(size) if i not in stepups]
     denies = {rest[j] for j in _spread(round(mix.deny * size), len(rest))}
-    managed = [idp.attestation("managed", device_id=f"bench-device-{i}") for i in range(USERS)]
+    managed = [  # user i's own device: an attestation counts only for its user
+        idp.attestation("managed", device_id=f"bench-device-{i}", subject=f"bench-user-{i}")
+        for i in range(USERS)
+    ]
     low = [idp.session_token(f"bench-user-{i}", risk="low") for i in range(USERS)]
     medium = idp.session_token("bench-medium", risk="medium")
     high = idp.session_token("bench-high", risk="high")

@@ -95,6 +95,7 @@ class _Trace:
     profile: str = "read"
     session: Session | None = None
     posture: str | None = None
+    device_reason: str | None = None  # why a device attestation sent was not used (decision log, metrics)
     country: str | None = None
     input: Mapping[str, Any] | InputKey | None = None
     result: Mapping[str, Any] | None = None
@@ -323,7 +324,11 @@ class Gate:
         attestation = get(self._device_header)
         if attestation is not None:
             attestation = ascii_or_none(attestation)
-        posture = trace.posture = self.devices.posture(attestation, session)
+        posture, device_reason = self.devices.assess(attestation, session)
+        trace.posture = posture
+        if device_reason is not None:
+            trace.device_reason = device_reason
+            self.metrics.device_attestation_refused(device_reason)
         country = trace.country = self.geo.country(client.address)
         anomaly = self.anomalies.observe(session.subject, country, self._clock())
         if anomaly:
@@ -498,6 +503,8 @@ class Gate:
             document = policy_input(document)
         elif document is None:  # refused before the policy input existed: log what was asked
             document = {"request": {"method": request.method, "path": request.path}}
+        if trace.device_reason is not None:  # logged beside the posture; not a policy input
+            document = {**document, "device": {**document.get("device", {}), "reason": trace.device_reason}}
         self.decision_log.append_decision(
             decision.decision_id,
             self._log_path,

@@ -7,6 +7,8 @@ Risk claim: missing -> `identity.default_risk`; a value other than exactly low|m
 (fail safe). Session key for the risk store: `sid` when present, else `sub`; both are consulted.
 Tenant: the `tenant_claim` claim; else, when `identity.tenant_header` is configured, the header value
 (only if it looks like an identifier: 1-128 of [A-Za-z0-9._:@-]).
+Device: `identity.device_claim` (absent, or a non-empty string, else the token is invalid) and `cnf.jkt`
+are kept for DevicePosture, which binds a device attestation to them.
 """
 
 from __future__ import annotations
@@ -55,14 +57,16 @@ class Session:
     stepup_satisfied: bool
     posture_claim: str | None
     token_id: str  # first 12 hex of sha256(token), for logs
+    device_id: str | None = None  # the token's `identity.device_claim`: the device the IdP saw
+    cnf_jkt: str | None = None  # the token's `cnf.jkt` (RFC 7800/9449): the key it is bound to
 
 
 class _Verified:
     """What a verified token says, fixed for its lifetime; `last` is the latest Session built from it."""
 
     __slots__ = (
-        "acr", "amr", "auth_time", "exp", "last", "posture_claim", "risk_rank", "session_key", "strong_auth",
-        "sub_key", "subject", "tenant", "token_id",
+        "acr", "amr", "auth_time", "cnf_jkt", "device_id", "exp", "last", "posture_claim", "risk_rank",
+        "session_key", "strong_auth", "sub_key", "subject", "tenant", "token_id",
     )
 
     def __init__(self, claims: Mapping[str, Any], token: str, identity: IdentitySettings,
@@ -85,6 +89,9 @@ class _Verified:
         self.exp = float(claims["exp"])
         value = claims.get(posture_claim) if posture_claim else None
         self.posture_claim = value if isinstance(value, str) else None
+        self.device_id = _optional_text(claims.get(identity.device_claim), identity.device_claim)
+        cnf = claims.get("cnf")
+        self.cnf_jkt = cnf.get("jkt") if isinstance(cnf, dict) and isinstance(cnf.get("jkt"), str) else None
         self.token_id = hashlib.sha256(token.encode()).hexdigest()[:12]
         self.last: Session | None = None
 
@@ -157,7 +164,7 @@ class SessionVerifier:
             return last
         session = Session(
             entry.subject, tenant, risk, entry.acr, entry.amr, entry.auth_time, age, entry.exp,
-            entry.session_key, satisfied, entry.posture_claim, entry.token_id,
+            entry.session_key, satisfied, entry.posture_claim, entry.token_id, entry.device_id, entry.cnf_jkt,
         )
         entry.last = session
         return session
@@ -224,6 +231,13 @@ def _tenant_claim(value: Any, name: str) -> str | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
+    raise TokenError("invalid", f"claim {name!r} malformed")
+
+
+def _optional_text(value: Any, name: str) -> str | None:
+    """A claim that is absent or a non-empty string; anything else makes the token invalid."""
+    if value is None or (isinstance(value, str) and value):
+        return value
     raise TokenError("invalid", f"claim {name!r} malformed")
 
 

@@ -162,6 +162,10 @@ class IdentitySettings:
     token_cache_size: Annotated[
         NonNegativeInt, Meta(description="Verified tokens kept until their `exp`; 0: no cache.")
     ] = 10_000
+    device_claim: Annotated[
+        Text, Meta(description="The token claim naming the user's device; when a token carries it, a device "
+                               "attestation counts only if its `device.device_id_claim` is the same.")
+    ] = "device_id"
     stepup: StepUpSettings = field(default_factory=StepUpSettings)
 
 
@@ -182,6 +186,20 @@ class DeviceSettings:
     posture_claim: Annotated[
         str | None, Meta(description="Read the posture from this bearer-token claim when there is no "
                                "attestation.")
+    ] = None
+    subject_claim: Annotated[
+        Text, Meta(description="The attestation claim that must equal the session's subject (an "
+                               "attestation counts only for its own user).")
+    ] = "sub"
+    device_id_claim: Annotated[
+        Text, Meta(description="The attestation claim with the device id (matched to "
+                               "`identity.device_claim` when the token has one).")
+    ] = "device_id"
+    issuer: Annotated[
+        str | None, Meta(description="When set, the attestation's `iss` must be this (the MDM).")
+    ] = None
+    audience: Annotated[
+        str | None, Meta(description="When set, the attestation's `aud` must name this.")
     ] = None
 
 

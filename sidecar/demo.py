@@ -79,13 +79,16 @@ def prepare(workdir: Path, policies: Path) -> DevIdP:
 
 def curl_examples(idp: DevIdP, base: str) -> list[tuple[str, list[str]]]:
     """(what it shows, curl argv) pairs covering allow, step-up and deny."""
-    managed = idp.attestation("managed")
+    # an MDM attests each user's own device; an attestation counts only for its user's session
+    alice_laptop = idp.attestation("managed", "alice-laptop", subject="alice")
+    bob = idp.attestation("managed", "bob-laptop", subject="bob")
+    jailbroken = idp.attestation("jailbroken", "alice-laptop", subject="alice")
     query = json.dumps({"query": "query Me { me { subject tenant risk } }"})
     mutation = json.dumps(
         {"query": 'mutation Update { update(name: "x") { ok } }', "variables": {"name": "x"}}
     )
 
-    def curl(token: str | None, body: str, ip: str = US_IP, device: str | None = managed) -> list[str]:
+    def curl(token: str | None, body: str, ip: str = US_IP, device: str | None = alice_laptop) -> list[str]:
         argv = ["curl", "-s", "-i", f"{base}/graphql", "-H", "Content-Type: application/json"]
         argv += ["-H", f"X-Forwarded-For: {ip}"]
         if token:
@@ -95,15 +98,17 @@ def curl_examples(idp: DevIdP, base: str) -> list[tuple[str, list[str]]]:
         return [*argv, "--data", body]
 
     low = idp.session_token("alice", risk="low")
+    bob_low = idp.session_token("bob", risk="low")
     medium = idp.session_token("bob", risk="medium")
     medium_mfa = idp.session_token("bob", risk="medium", acr="mfa", amr=["mfa"])
     high = idp.session_token("mallory", risk="high")
     return [
         ("allow: low-risk session, managed device, from the US", curl(low, query)),
-        ("step-up (401, RFC 9470): medium-risk session without MFA", curl(medium, mutation)),
-        ("allow: the same medium-risk user after step-up (acr=mfa)", curl(medium_mfa, mutation)),
+        ("step-up (401, RFC 9470): medium-risk session without MFA", curl(medium, mutation, device=bob)),
+        ("allow: the same medium-risk user after step-up (acr=mfa)", curl(medium_mfa, mutation, device=bob)),
+        ("step-up (401): a write with alice's device attestation by bob", curl(bob_low, mutation)),
         ("deny (403): high-risk session", curl(high, query)),
-        ("deny (403): jailbroken device", curl(low, query, device=idp.attestation("jailbroken"))),
+        ("deny (403): jailbroken device", curl(low, query, device=jailbroken)),
         ("deny (403): outside the tenant's allowed countries", curl(low, query, ip=FENCED_IP)),
         ("401: no token", curl(None, query)),
         ("metrics", ["curl", "-s", f"{base}/metrics"]),

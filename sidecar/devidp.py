@@ -96,10 +96,15 @@ class DevIdP:
             claims["amr"] = amr
         return self.session_key.sign(claims)
 
-    def attestation(self, posture: str, device_id: str = "device-1", lifetime_s: int = 3600) -> str:
-        """A device-attestation JWT as an MDM would issue it."""
+    def attestation(
+        self, posture: str, device_id: str = "device-1", lifetime_s: int = 3600, subject: str = "alice"
+    ) -> str:
+        """A device-attestation JWT as an MDM would issue it, for `subject`'s device (it counts only for a
+        session of that subject)."""
         now = int(time.time())
-        claims = {"posture": posture, "device_id": device_id, "iat": now, "exp": now + lifetime_s}
+        claims = {
+            "posture": posture, "device_id": device_id, "sub": subject, "iat": now, "exp": now + lifetime_s,
+        }
         return self.device_key.sign(claims)
 
     def app(self) -> Starlette:

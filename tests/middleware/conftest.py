@@ -79,9 +79,9 @@ class World:
         """A session token signed by the IdP key."""
         return tokens.session_token(self.idp, risk=risk, tenant=tenant, **claims)
 
-    def attestation(self, posture: str, device_id: str = "dev-1") -> str:
-        """A device attestation signed by the MDM key."""
-        return tokens.attestation(self.mdm, posture, device_id)
+    def attestation(self, posture: str, device_id: str = "dev-1", sub: str = "alice", **claims: Any) -> str:
+        """A device attestation signed by the MDM key, bound to user `sub` (token()'s default subject)."""
+        return tokens.attestation(self.mdm, posture, device_id, sub=sub, **claims)
 
 
 def write_mmdb(path: Path) -> Path:

@@ -206,7 +206,7 @@ def test_purpose_header_reaches_the_policy(world, make_client):
             client,
             token,
             MUTATION,
-            **{"x-purpose": "support", "x-device-attestation": world.attestation("managed")},
+            **{"x-purpose": "support", "x-device-attestation": world.attestation("managed", sub="hank")},
         ).status_code
         == 403
     )

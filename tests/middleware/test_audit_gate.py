@@ -87,9 +87,9 @@ def test_audit_every_documented_yaml_key_changes_what_it_says(world, tmp_path, s
     refused = post(client, token(idp_risk="medium", acr="mfa", auth_time=now))
     assert refused.headers["www-authenticate"].endswith('acr_values="urn:strong", max_age=60')
     # device.header: the posture is read from the configured header only
-    jailbroken = world.attestation("jailbroken")
-    assert post(client, token(), **{"x-mdm-attestation": jailbroken}).status_code == 403
-    assert post(client, token(), **{"x-device-attestation": jailbroken}).status_code == 200
+    jailbroken = world.attestation("jailbroken", sub="dev-user")  # bound to its user's session
+    assert post(client, token(sub="dev-user"), **{"x-mdm-attestation": jailbroken}).status_code == 403
+    assert post(client, token(sub="dev-user"), **{"x-device-attestation": jailbroken}).status_code == 200
     # exclude_paths replaces the default /healthz
     assert client.get("/live").status_code == 404  # passed to the app unauthenticated (no such route)
     assert client.get("/healthz").status_code == 401
@@ -199,7 +199,7 @@ def test_audit_trusted_hops_setting_locates_clients_when_there_is_no_peer_addres
 
 def test_audit_inputs_that_differ_only_in_tenant_never_share_a_memo_entry(world, serve):
     client = serve(world.settings(), peer=(FR_IP, 1))  # FR: fenced for acme, allowed for globex
-    managed = {"x-device-attestation": world.attestation("managed")}
+    managed = {"x-device-attestation": world.attestation("managed", sub="max")}
     outcomes = [
         post(client, world.token(tenant=tenant, sub="max"), **managed).status_code
         for tenant in ("acme", "globex", "acme", "globex")
@@ -215,7 +215,7 @@ def test_audit_a_token_reused_under_another_tenant_header_is_never_served_the_fi
 ):
     client = serve(world.settings(identity={"tenant_header": "X-Tenant-ID"}), peer=(FR_IP, 1))
     token = world.token(tenant=None, sub="nia")
-    managed = {"x-device-attestation": world.attestation("managed")}
+    managed = {"x-device-attestation": world.attestation("managed", sub="nia")}
     seen = []
     for tenant in ("globex", "acme", "globex"):
         response = post(client, token, **managed, **{"x-tenant-id": tenant})
@@ -223,6 +223,7 @@ def test_audit_a_token_reused_under_another_tenant_header_is_never_served_the_fi
     assert seen == [(200, "globex"), (403, False), (200, "globex")]
     # two tenants' tokens for the same subject: each keeps its own claims
     acme, globex = world.token(tenant="acme", sub="oz"), world.token(tenant="globex", sub="oz")
+    managed = {"x-device-attestation": world.attestation("managed", sub="oz")}
     assert post(client, acme, **managed).status_code == 403
     assert post(client, globex, **managed).json()["identity"]["tenant"] == "globex"
     assert post(client, acme, **managed).status_code == 403

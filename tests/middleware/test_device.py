@@ -1,4 +1,7 @@
-"""DevicePosture: signed attestations only (MDM key set), claim fallback, cache until exp, store overrides."""
+"""DevicePosture: signed attestations only (MDM key set), claim fallback, cache until exp, store overrides.
+
+Attestations are checked with the session they are bound to (alice's); binding itself: test_device_binding.
+"""
 
 from __future__ import annotations
 
@@ -43,6 +46,12 @@ def devices(mdm_jwks: JWKSet, store: InMemoryRiskStore, now: list[float]) -> Dev
     return DevicePosture(mdm_jwks, DeviceSettings(), clock=lambda: now[0], risk_store=store)
 
 
+@pytest.fixture(scope="module")
+def alice() -> Session:
+    """Alice's session: the subject `attestation()` binds attestations to by default."""
+    return _session()
+
+
 def _session(posture: str | None = None, sub: str = "alice") -> Session:
     """A real Session verified from a token that carries `device_posture` when given."""
     idp = make_keypair(kid="idp")
@@ -53,13 +62,17 @@ def _session(posture: str | None = None, sub: str = "alice") -> Session:
 
 
 @pytest.mark.parametrize("posture", ["managed", "unmanaged", "untrusted", "jailbroken"])
-def test_signed_attestation_gives_its_posture(devices: DevicePosture, mdm: KeyPair, posture: str) -> None:
-    assert devices.posture(attestation(mdm, posture), None) == posture
+def test_signed_attestation_gives_its_posture(
+    alice: Session, devices: DevicePosture, mdm: KeyPair, posture: str
+) -> None:
+    assert devices.posture(attestation(mdm, posture), alice) == posture
 
 
 @pytest.mark.parametrize("posture", ["rooted", "MANAGED", "", "unknown-ish"])
-def test_unrecognised_posture_is_unknown(devices: DevicePosture, mdm: KeyPair, posture: str) -> None:
-    assert devices.posture(attestation(mdm, posture), None) == "unknown"
+def test_unrecognised_posture_is_unknown(
+    alice: Session, devices: DevicePosture, mdm: KeyPair, posture: str
+) -> None:
+    assert devices.posture(attestation(mdm, posture), alice) == "unknown"
 
 
 def test_missing_attestation_and_no_session_is_unknown(devices: DevicePosture) -> None:
@@ -67,48 +80,54 @@ def test_missing_attestation_and_no_session_is_unknown(devices: DevicePosture) -
     assert devices.posture("", None) == "unknown"
 
 
-def test_unsigned_attestation_is_never_trusted(devices: DevicePosture, mdm: KeyPair) -> None:
+def test_unsigned_attestation_is_never_trusted(alice: Session, devices: DevicePosture, mdm: KeyPair) -> None:
     claims = {"posture": "managed", "device_id": "dev-1", "exp": int(time.time()) + 600}
     for alg in ("none", "None"):
         header = base64.urlsafe_b64encode(json.dumps({"alg": alg, "kid": mdm.kid}).encode()).rstrip(b"=")
         body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
-        assert devices.posture(f"{header.decode()}.{body.decode()}.", None) == "unknown"
-    assert devices.posture(jwt.encode(claims, None, algorithm="none"), None) == "unknown"
+        assert devices.posture(f"{header.decode()}.{body.decode()}.", alice) == "unknown"
+    assert devices.posture(jwt.encode(claims, None, algorithm="none"), alice) == "unknown"
 
 
-def test_attestation_signed_by_another_key_is_unknown(devices: DevicePosture) -> None:
-    assert devices.posture(attestation(make_keypair(kid="mdm-1"), "managed"), None) == "unknown"
-    assert devices.posture(attestation(make_keypair(kid="someone-else"), "managed"), None) == "unknown"
+def test_attestation_signed_by_another_key_is_unknown(alice: Session, devices: DevicePosture) -> None:
+    assert devices.posture(attestation(make_keypair(kid="mdm-1"), "managed"), alice) == "unknown"
+    assert devices.posture(attestation(make_keypair(kid="someone-else"), "managed"), alice) == "unknown"
 
 
-def test_attestation_needs_exp_and_must_not_be_expired(devices: DevicePosture, mdm: KeyPair) -> None:
-    assert devices.posture(attestation(mdm, "managed", lifetime_s=-5), None) == "unknown"
+def test_attestation_needs_exp_and_must_not_be_expired(
+    alice: Session, devices: DevicePosture, mdm: KeyPair
+) -> None:
+    assert devices.posture(attestation(mdm, "managed", lifetime_s=-5), alice) == "unknown"
     no_exp = jwt.encode({"posture": "managed"}, mdm.private_pem, algorithm="ES256", headers={"kid": mdm.kid})
-    assert devices.posture(no_exp, None) == "unknown"
+    assert devices.posture(no_exp, alice) == "unknown"
 
 
-def test_cached_attestation_lapses_at_exp(devices: DevicePosture, mdm: KeyPair, now: list[float]) -> None:
+def test_cached_attestation_lapses_at_exp(
+    alice: Session, devices: DevicePosture, mdm: KeyPair, now: list[float]
+) -> None:
     header = attestation(mdm, "managed", lifetime_s=60)
-    assert devices.posture(header, None) == "managed"
+    assert devices.posture(header, alice) == "managed"
     now[0] += 61
-    assert devices.posture(header, None) == "unknown"
+    assert devices.posture(header, alice) == "unknown"
 
 
-def test_attestation_with_a_disallowed_algorithm_is_unknown(mdm_jwks: JWKSet, mdm: KeyPair) -> None:
+def test_attestation_with_a_disallowed_algorithm_is_unknown(
+    alice: Session, mdm_jwks: JWKSet, mdm: KeyPair
+) -> None:
     rs_only = DevicePosture(mdm_jwks, DeviceSettings(algorithms=("RS256",)))
-    assert rs_only.posture(attestation(mdm, "managed"), None) == "unknown"
+    assert rs_only.posture(attestation(mdm, "managed"), alice) == "unknown"
 
 
 @pytest.mark.parametrize(
     "garbage", ["x", "a.b.c", "...", "eyJhbGciOiJFUzI1NiJ9.e30.", "é" * 50, "a" * 20_000]
 )
-def test_garbage_attestation_is_unknown(devices: DevicePosture, garbage: str) -> None:
-    assert devices.posture(garbage, None) == "unknown"
+def test_garbage_attestation_is_unknown(alice: Session, devices: DevicePosture, garbage: str) -> None:
+    assert devices.posture(garbage, alice) == "unknown"
 
 
-def test_without_an_mdm_key_set_attestations_are_ignored(mdm: KeyPair) -> None:
+def test_without_an_mdm_key_set_attestations_are_ignored(alice: Session, mdm: KeyPair) -> None:
     devices = DevicePosture(None, DeviceSettings())
-    assert devices.posture(attestation(mdm, "managed"), None) == "unknown"
+    assert devices.posture(attestation(mdm, "managed"), alice) == "unknown"
     assert devices.posture(attestation(mdm, "managed"), _session("unmanaged")) == "unmanaged"
 
 
@@ -123,23 +142,23 @@ def test_an_invalid_attestation_does_not_fall_back_to_the_claim(devices: DeviceP
 
 
 def test_non_compliant_device_in_the_store_is_untrusted(
-    devices: DevicePosture, mdm: KeyPair, store: InMemoryRiskStore
+    alice: Session, devices: DevicePosture, mdm: KeyPair, store: InMemoryRiskStore
 ) -> None:
     header = attestation(mdm, "managed", device_id="dev-7")
-    assert devices.posture(header, None) == "managed"
+    assert devices.posture(header, alice) == "managed"
     store.set_posture("dev-7", "not-compliant", reason="caep device-compliance-change")
-    assert devices.posture(header, None) == "untrusted"  # overrides the cached attestation
+    assert devices.posture(header, alice) == "untrusted"  # overrides the cached attestation
     store.set_posture("dev-7", "compliant", reason="caep device-compliance-change")
-    assert devices.posture(header, None) == "managed"
+    assert devices.posture(header, alice) == "managed"
 
 
 def test_store_never_improves_a_posture(
-    devices: DevicePosture, mdm: KeyPair, store: InMemoryRiskStore
+    alice: Session, devices: DevicePosture, mdm: KeyPair, store: InMemoryRiskStore
 ) -> None:
     store.set_posture("dev-8", "managed", reason="r")
-    assert devices.posture(attestation(mdm, "jailbroken", device_id="dev-8"), None) == "jailbroken"
+    assert devices.posture(attestation(mdm, "jailbroken", device_id="dev-8"), alice) == "jailbroken"
     store.set_posture("dev-8", "jailbroken", reason="r")
-    assert devices.posture(attestation(mdm, "untrusted", device_id="dev-8"), None) == "jailbroken"
+    assert devices.posture(attestation(mdm, "untrusted", device_id="dev-8"), alice) == "jailbroken"
 
 
 def test_store_status_by_session_key_applies_to_claim_posture(
@@ -148,4 +167,3 @@ def test_store_status_by_session_key_applies_to_claim_posture(
     session = _session("managed", sub="dora")
     store.set_posture("dora", "not-compliant", reason="caep device-compliance-change for the user")
     assert devices.posture(None, session) == "untrusted"
-

@@ -81,7 +81,9 @@ def test_router_request_allowed_continues_with_identity_in_context_and_echoes_co
     post: Any, world: Any
 ) -> None:
     payload = with_caller(
-        ROUTER_REQUEST, world.token(sub="copro-allow"), x_device_attestation=world.attestation("managed")
+        ROUTER_REQUEST,
+        world.token(sub="copro-allow"),
+        x_device_attestation=world.attestation("managed", sub="copro-allow"),
     )
     response = post(payload)
     assert response.status_code == 200

@@ -14,6 +14,7 @@ EXPECTED = {
     "allow: low-risk session": 200,
     "step-up (401, RFC 9470)": 401,
     "allow: the same medium-risk user after step-up": 200,
+    "step-up (401): a write with alice's device attestation by bob": 401,
     "deny (403): high-risk session": 403,
     "deny (403): jailbroken device": 403,
     "deny (403): outside the tenant's allowed countries": 403,

@@ -21,7 +21,7 @@ def authz(make_sidecar: Any) -> Any:
 def caller(world: Any, sub: str, risk: str = "low", posture: str | None = "managed", **extra: str) -> dict:
     headers = {"authorization": f"Bearer {world.token(risk=risk, sub=sub)}", "x-forwarded-for": US_IP}
     if posture is not None:
-        headers["x-device-attestation"] = world.attestation(posture)
+        headers["x-device-attestation"] = world.attestation(posture, sub=sub)
     return {**headers, **extra}
 
 

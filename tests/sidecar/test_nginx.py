@@ -87,7 +87,7 @@ def get(
     """GET /graphql?query={me{id}} through nginx as a client at client_ip (written into X-Forwarded-For)."""
     sent = {
         "authorization": f"Bearer {world.token(risk=risk, sub=sub)}",
-        "x-device-attestation": world.attestation("managed"),
+        "x-device-attestation": world.attestation("managed", sub=sub),
         "x-forwarded-for": client_ip,
         **headers,
     }

@@ -23,7 +23,7 @@ from tests.support.sidecar import Served
 
 def requests_for(world: World) -> list[tuple[str, GateRequest]]:
     """(expected outcome, request) across allow / step-up / deny."""
-    managed = world.attestation("managed")
+    managed = world.attestation("managed", sub="opa-a")
     query = json.dumps({"query": "query Me { me { id } }"}).encode()
     mutation = json.dumps({"query": "mutation M { rename { id } }"}).encode()
 

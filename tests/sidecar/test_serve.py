@@ -24,7 +24,7 @@ LOOPBACK_IS_A_PROXY = {"trusted_proxies": ["127.0.0.1/32"]}  # the test client s
 def authz(url: str, world: World, sub: str) -> httpx.Response:
     headers = {
         "authorization": f"Bearer {world.token(sub=sub)}",
-        "x-device-attestation": world.attestation("managed"),
+        "x-device-attestation": world.attestation("managed", sub=sub),
         "x-forwarded-for": US_IP,
         "x-original-uri": "/graphql?query=%7Bme%7Bid%7D%7D",
     }
@@ -95,7 +95,7 @@ def test_sigterm_lets_an_in_flight_proxied_request_finish(world: World, tmp_path
     with echo, serve_sidecar(settings, tmp_path, "--upstream", f"http://127.0.0.1:{upstream_port}") as served:
         headers = {
             "authorization": f"Bearer {world.token(sub='drain')}",
-            "x-device-attestation": world.attestation("managed"),
+            "x-device-attestation": world.attestation("managed", sub="drain"),
             "x-forwarded-for": US_IP,
         }
         with concurrent.futures.ThreadPoolExecutor(1) as pool:

@@ -163,7 +163,7 @@ def test_assurance_decrease_asks_for_step_up_and_an_increase_changes_nothing(wor
 
 
 def test_device_not_compliant_makes_its_attested_requests_403(world, transmitter, sidecar):
-    token, attested = world.token(sub="dave"), world.attestation("managed", device_id="dev-77")
+    token, attested = world.token(sub="dave"), world.attestation("managed", device_id="dev-77", sub="dave")
     assert ask(sidecar, token, **{"x-device-attestation": attested}) == 200
     sub_id = {"format": "complex", "device": opaque("dev-77"), "tenant": opaque("acme")}
     event = {

@@ -27,8 +27,13 @@ def session_token(pair: KeyPair, *, risk: str = "low", tenant: str = "acme", **c
     return mint(pair, risk=risk, tenant=tenant, **claims)
 
 
-def attestation(pair: KeyPair, posture: str, device_id: str = "dev-1", lifetime_s: int = 600) -> str:
-    """A device-attestation JWT signed by the MDM key."""
+def attestation(
+    pair: KeyPair, posture: str, device_id: str = "dev-1", lifetime_s: int = 600, *, sub: str = "alice",
+    **claims: Any,
+) -> str:
+    """A device-attestation JWT signed by the MDM key, for user `sub` (extra claims: iss, aud, cnf, ...;
+    a claim given as None is left out)."""
     now = int(time.time())
-    claims = {"posture": posture, "device_id": device_id, "iat": now, "exp": now + lifetime_s}
-    return jwt.encode(claims, pair.private_pem, algorithm=pair.alg, headers={"kid": pair.kid})
+    body = {"posture": posture, "device_id": device_id, "sub": sub, "iat": now, "exp": now + lifetime_s}
+    body = {k: v for k, v in {**body, **claims}.items() if v is not None}
+    return jwt.encode(body, pair.private_pem, algorithm=pair.alg, headers={"kid": pair.kid})
