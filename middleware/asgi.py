@@ -6,9 +6,11 @@ first (refused unread when its token does not verify), then its body is buffered
 unchanged; every other body streams through untouched (the method decides).
 `exclude_paths` match exactly, or as a prefix when they end in "/".
 WebSocket connections are decided at connect and refused with a close code (4401/4403/4503) right after
-accept, before the app sees them. Lifespan passes through; when the app reports startup complete the
-heap is frozen (`server.gc_freeze`, default on; see `freeze_heap`), and when it reports shutdown
-complete the gate is closed (decision log flushed).
+accept, before the app sees them; on GraphQL paths every operation frame is decided too, and open
+sockets follow their session (middleware/websocket.py). Lifespan passes through; when the app reports
+startup complete the gate starts following open sockets and the heap is frozen (`server.gc_freeze`,
+default on; see `freeze_heap`), and when it reports shutdown complete the gate is closed (decision log
+flushed).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ig_gate.middleware.graphql import is_graphql_body
 from ig_gate.middleware.responses import Responses
 from ig_gate.middleware.session import Session
 from ig_gate.middleware.settings import Settings, load_settings
+from ig_gate.middleware.websocket import WebSocketGate
 
 Scope = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -52,6 +55,7 @@ class ZeroTrustMiddleware:
         self.app = app
         self.gate = gate
         self.responses = Responses(gate.settings.identity.stepup)
+        self.websockets = WebSocketGate(gate, self.responses)
         self.max_body_bytes = max_body_bytes or gate.settings.server.max_body_bytes
         excluded = gate.settings.exclude_paths
         self._excluded = frozenset(p for p in excluded if not p.endswith("/"))
@@ -119,25 +123,10 @@ class ZeroTrustMiddleware:
         if self._is_excluded(path):
             await self.app(scope, receive, send)
             return
-        client = scope.get("client")
-        request = GateRequest(
-            "GET", path, scope["query_string"], scope["headers"], client and client[0], None, True
-        )
-        decision = self.gate.decide(request)
-        if decision.passes:
-            _set_identity(scope, decision)
-            await self.app(scope, receive, send)
-            return
-        message = await receive()  # websocket.connect comes first
-        if message["type"] == "websocket.connect":
-            # A close before accept becomes an HTTP 403 on the handshake, which browsers report as 1006:
-            # accept (echoing the client's first subprotocol, as graphql-ws servers do), then close with
-            # 4401/4403/4503 so that clients see why. The app never sees the connection.
-            offered = scope.get("subprotocols") or ()
-            await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
-            reason = ", ".join(decision.reasons)[:120]
-            code = self.responses.close_code(decision)
-            await send({"type": "websocket.close", "code": code, "reason": reason})
+        guard = self.websockets.connect(scope, receive, send)  # the connect checks and decision
+        if guard.decision.passes:
+            _set_identity(scope, guard.decision)
+        await guard.run(self.app, scope)  # the refusal, or the app with every operation frame decided
 
     async def _send_refusal(self, send: Send, decision: Any, method: str) -> None:
         status, headers, body = self.responses.http(decision)
@@ -146,8 +135,10 @@ class ZeroTrustMiddleware:
 
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
-            if message["type"] == "lifespan.startup.complete" and self.gate.settings.server.gc_freeze:
-                freeze_heap()
+            if message["type"] == "lifespan.startup.complete":
+                self.gate.live.start()  # open WebSockets follow risk events and bundle swaps
+                if self.gate.settings.server.gc_freeze:
+                    freeze_heap()
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 self.gate.close()  # flush the decision log even when the app's shutdown failed
             await send(message)

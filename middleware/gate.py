@@ -58,6 +58,7 @@ from ig_gate.middleware.extract import (
 )
 from ig_gate.middleware.graphql import UNKNOWN, Classifier, GraphQLRequestError
 from ig_gate.middleware.jwks import JWKSet
+from ig_gate.middleware.live import LiveConnections
 from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.profile import workload_profile
 from ig_gate.middleware.risk import InMemoryRiskStore, RiskStore
@@ -85,6 +86,7 @@ class GateRequest(NamedTuple):
     peer: str | None
     body: bytes | None = None
     is_websocket: bool = False
+    operation: str | None = None  # a GraphQL operation sent over an open WebSocket (its type decides)
 
 
 @dataclass(slots=True)
@@ -160,6 +162,7 @@ class Gate:
         self.metrics = metrics
         self.decision_log = decision_log
         self.risk_store = risk_store  # where IdP risk events raise a session's risk (sidecar)
+        self.live = LiveConnections(policy, risk_store)  # open WebSockets, re-decided as things change
         self.key_sets = dict(key_sets or {})
         self.problems = list(problems)
         if sessions is None:
@@ -278,6 +281,14 @@ class Gate:
         self._record(decision, trace, time.perf_counter() - started, request)
         return decision
 
+    def refuse(self, request: GateRequest, outcome: str, reason: str, detail: str) -> Decision:
+        """The (recorded) refusal of a request for a reason found outside the gate (a WebSocket's origin,
+        subprotocol or frame); `detail` is safe to show."""
+        trace = _Trace(self.classifier.is_graphql(request.path))
+        decision = self._refusal(outcome, reason, detail, trace)
+        self._record(decision, trace, 0.0, request)
+        return decision
+
     def refuse_too_large(self, request: GateRequest, limit: int) -> Decision:
         """The (recorded) decision for a request whose body exceeds `limit` bytes."""
         trace = _Trace(self.classifier.is_graphql(request.path), profile="ingest")
@@ -307,7 +318,10 @@ class Gate:
                 return session
 
         op = UNKNOWN
-        if request.is_websocket:
+        if request.operation is not None:  # classified by the WebSocket guard (middleware/websocket.py)
+            op = request.operation
+            trace.profile = workload_profile(method, "", op, media)
+        elif request.is_websocket:
             op = "subscription"
         elif trace.graphql:
             op = self.classifier.operation(method, request.query_string, request.body, media)
@@ -551,7 +565,8 @@ class Gate:
         }
 
     def close(self) -> None:
-        """Flush the decision log and stop background key-set refreshers."""
+        """Flush the decision log and stop background key-set refreshers and the open-connection watcher."""
+        self.live.close()
         if self.decision_log is not None:
             self.decision_log.close()
         for key_set in self.key_sets.values():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from ig_gate.middleware.decision import (
     BAD_REQUEST,
@@ -91,17 +92,10 @@ class Responses:
     def http(self, decision: Decision) -> tuple[int, Headers, bytes]:
         """(status, headers, body) for a decision that does not pass."""
         kind = _KINDS[decision.outcome]
-        reason = decision.detail or ", ".join(decision.reasons) or kind.error
         if decision.graphql:
-            body = {
-                "errors": [
-                    {
-                        "message": f"{kind.message}: {reason}",
-                        "extensions": {"code": kind.code, "decision_id": decision.decision_id},
-                    }
-                ]
-            }
+            body: dict[str, Any] = {"errors": [self.graphql_error(decision, reasons=False)]}
         else:
+            reason = decision.detail or ", ".join(decision.reasons) or kind.error
             body = {"error": kind.error, "reason": reason, "decision_id": decision.decision_id}
         payload = json.dumps(body, separators=(",", ":")).encode()
         headers = [*self._base_headers, (b"content-length", str(len(payload)).encode())]
@@ -111,6 +105,16 @@ class Responses:
         if decision.outcome == NOT_ALLOWED:
             headers.append((b"allow", b"POST"))
         return kind.status, headers, payload
+
+    def graphql_error(self, decision: Decision, *, reasons: bool = True) -> dict[str, Any]:
+        """The GraphQL error object for a refused decision (`extensions`: code, decision id, and with
+        `reasons` the policy's reason codes, as a WebSocket `error` message carries them)."""
+        kind = _KINDS[decision.outcome]
+        reason = decision.detail or ", ".join(decision.reasons) or kind.error
+        extensions: dict[str, Any] = {"code": kind.code, "decision_id": decision.decision_id}
+        if reasons:
+            extensions["reasons"] = list(decision.reasons)
+        return {"message": f"{kind.message}: {reason}", "extensions": extensions}
 
     def _challenge(self, decision: Decision) -> bytes | None:
         if decision.outcome == STEPUP:

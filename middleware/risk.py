@@ -6,6 +6,8 @@ event that names the user (sub) reaches every session of that user. Device keys:
 Risk only ever goes up in a store (`raise_risk` never lowers it; `revoke` is final until the entry lapses).
 A device posture entry holds the latest reported status and may go either way (compliant / not-compliant).
 A Redis implementation with the same protocol comes with the sidecar.
+Every write is announced to the callbacks given to `subscribe(callback)` as callback(kind, key), kind
+SESSION or DEVICE: the gate re-decides the open connections of that session (middleware/live.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ RISK_RANK = {level: rank for rank, level in enumerate(RISK_LEVELS)}
 DEVICE_STATUSES = ("compliant", "not-compliant", "managed", "unmanaged", "untrusted", "jailbroken")
 
 _V = TypeVar("_V")
+# what a store announces to its listeners: (kind, key); RESYNC (key "") after a lost subscription
+SESSION, DEVICE, RESYNC = "session", "device", "resync"
+Listener = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,28 @@ class RiskStore(Protocol):
 
     def get_posture(self, device_key: str) -> str | None:
         """The live compliance status for a device key, or None."""
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call listener(kind, key) after every change (from the writer's thread; it must not block)."""
+
+
+class Listeners:
+    """The callbacks of a store's `subscribe`; a failing callback is logged, never raised to the writer."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def add(self, listener: Listener) -> None:
+        """Call listener on every announce()."""
+        self._listeners.append(listener)
+
+    def announce(self, kind: str, key: str) -> None:
+        """Tell every listener that `key` (of `kind`) changed."""
+        for listener in self._listeners:
+            try:
+                listener(kind, key)
+            except Exception:
+                log.exception("risk store listener failed for a %s change", kind)
 
 
 class _Bounded:
@@ -128,6 +155,11 @@ class InMemoryRiskStore:
         self._ttl_s = ttl_s
         self._sessions = _Bounded(max_entries, clock, "session")
         self._devices = _Bounded(max_entries, clock, "device")
+        self._listeners = Listeners()
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call listener(kind, key) after every change (from the writer's thread)."""
+        self._listeners.add(listener)
 
     def get(self, session_key: str) -> RiskOverride | None:
         """The live override for a session key, or None."""
@@ -144,6 +176,7 @@ class InMemoryRiskStore:
             return RiskOverride(risk, old is not None and old.revoked, reason, time.time() + left_s)
 
         self._sessions.update(session_key, self._ttl(ttl_s), merge)
+        self._listeners.announce(SESSION, session_key)
 
     def revoke(self, session_key: str, *, reason: str, ttl_s: float | None = None) -> None:
         """Mark a session revoked (its raised risk, if any, is kept)."""
@@ -152,6 +185,7 @@ class InMemoryRiskStore:
             return RiskOverride(old.risk if old is not None else None, True, reason, time.time() + left_s)
 
         self._sessions.update(session_key, self._ttl(ttl_s), merge)
+        self._listeners.announce(SESSION, session_key)
 
     def set_posture(self, device_key: str, posture: str, *, reason: str, ttl_s: float | None = None) -> None:
         """Record a device's latest compliance status; replaces the previous one."""
@@ -159,6 +193,7 @@ class InMemoryRiskStore:
             raise ValueError(f"risk store: device status must be one of {DEVICE_STATUSES}, got {posture!r}")
         log.info("device %s status %s (%s)", device_key, posture, reason)
         self._devices.update(device_key, self._ttl(ttl_s), lambda _old, _left_s: posture)
+        self._listeners.announce(DEVICE, device_key)
 
     def get_posture(self, device_key: str) -> str | None:
         """The live compliance status for a device key, or None."""

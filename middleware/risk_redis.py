@@ -8,6 +8,12 @@ The request path reads through a small local cache (`cache_ttl_s`, default 1 s, 
 so that a warm request costs no network round trip. Staleness bound: an event written by ANOTHER replica
 is enforced here at most `cache_ttl_s` later; a write through THIS store is visible here at once.
 
+Every write is published on the channel `<prefix>events` (by the same script, so no write goes
+unannounced) as `<kind>:<key>`. `subscribe(listener)` starts one thread that listens there: a message
+drops the key from the local cache, then the listener is told (middleware/risk.py `Listeners`); each
+(re)subscription is announced as RESYNC, since messages sent while the subscription was down are lost.
+A write through this store is also announced at once, before Redis echoes it.
+
 Errors of Redis itself raise RiskStoreError (the gate treats them as failure-mode events). After a
 connection failure or timeout the store fails fast (no network) for `retry_after_s`, so a dead Redis
 does not stall every request on a socket timeout; a command Redis refuses (e.g. WRONGTYPE) raises
@@ -17,6 +23,7 @@ without that back-off.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -24,14 +31,25 @@ from typing import Any
 
 import redis
 
-from ig_gate.middleware.risk import DEVICE_STATUSES, RISK_RANK, InMemoryRiskStore, RiskOverride, RiskStore
+from ig_gate.middleware.risk import (
+    DEVICE,
+    DEVICE_STATUSES,
+    RESYNC,
+    RISK_RANK,
+    SESSION,
+    InMemoryRiskStore,
+    Listener,
+    Listeners,
+    RiskOverride,
+    RiskStore,
+)
 from ig_gate.middleware.settings import RISK_LEVELS, ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "ig-gate:"
 
-# KEYS[1] entry; ARGV: op (risk|revoke|posture), value, rank, reason, ttl ms, now (epoch s)
+# KEYS[1] entry; ARGV: op (risk|revoke|posture), value, rank, reason, ttl ms, now (epoch s), channel, message
 _UPDATE = """
 local key, op, value, rank, reason = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local ttl, now = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -48,6 +66,7 @@ else
 end
 redis.call('HSET', key, 'until', tostring(now + ttl / 1000))
 redis.call('PEXPIRE', key, ttl)
+redis.call('PUBLISH', ARGV[7], ARGV[8])
 return ttl
 """
 
@@ -85,6 +104,10 @@ class RedisRiskStore:
         self._down_until = 0.0
         self._last_error: str | None = None
         self._update = client.register_script(_UPDATE)
+        self.channel = prefix + "events"
+        self._listeners = Listeners()
+        self._subscriber: threading.Thread | None = None
+        self._stop = threading.Event()
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 0.25, **options: Any) -> RedisRiskStore:
@@ -144,9 +167,53 @@ class RedisRiskStore:
         if ttl <= 0:
             raise ValueError(f"risk store: ttl_s must be > 0, got {ttl_s}")
         full = self.prefix + kind + key
-        args = [op, value, rank, reason, max(1, int(ttl * 1000)), time.time()]
+        announced = _KINDS[kind]
+        message = f"{announced}:{key}"
+        args = [op, value, rank, reason, max(1, int(ttl * 1000)), time.time(), self.channel, message]
         self._call(lambda: self._update(keys=[full], args=args))
         self._cache.pop(full, None)
+        self._listeners.announce(announced, key)
+
+    # -- change notifications (open connections re-decided) ------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call listener(kind, key) after every change by any replica; starts the listening thread."""
+        self._listeners.add(listener)
+        if self._subscriber is None:
+            self._subscriber = threading.Thread(target=self._listen, name="ig-gate-risk-events", daemon=True)
+            self._subscriber.start()
+
+    def _listen(self) -> None:
+        pubsub = self.redis.pubsub()
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not pubsub.subscribed:
+                        pubsub.subscribe(self.channel)
+                    message = pubsub.get_message(timeout=1.0)
+                except (redis.RedisError, OSError) as exc:
+                    log.warning("risk store %s: event subscription failed (%s); retrying", self.where, exc)
+                    self._stop.wait(self._retry_after)
+                    continue
+                if message is not None:
+                    self._received(message)
+        finally:
+            pubsub.close()
+
+    def _received(self, message: dict[str, Any]) -> None:
+        if message["type"] == "subscribe":  # (re)subscribed: what was published meanwhile is lost
+            self._cache.clear()
+            self._listeners.announce(RESYNC, "")
+            return
+        if message["type"] != "message":
+            return
+        data = message["data"]
+        kind, _, key = (data.decode("utf-8", "replace") if isinstance(data, bytes) else data).partition(":")
+        prefix = _PREFIXES.get(kind)
+        if prefix is None:
+            return
+        self._cache.pop(self.prefix + prefix + key, None)
+        self._listeners.announce(kind, key)
 
     # -- replay protection (SSF jti), shared by replicas -------------------------------------------
 
@@ -191,7 +258,10 @@ class RedisRiskStore:
         }
 
     def close(self) -> None:
-        """Close the connection pool."""
+        """Stop listening for changes and close the connection pool."""
+        self._stop.set()
+        if self._subscriber is not None:
+            self._subscriber.join(2)
         self.redis.close()
 
 
@@ -211,6 +281,10 @@ def safe_url(url: str) -> str:
     host = parsed.hostname or ""
     port = f":{parsed.port}" if parsed.port else ""
     return parsed._replace(netloc=host + port).geturl()
+
+
+_KINDS = {"s:": SESSION, "d:": DEVICE}  # key prefix -> what a change is announced as
+_PREFIXES = {kind: prefix for prefix, kind in _KINDS.items()}
 
 
 def _override(fields: dict[str, str]) -> RiskOverride | None:

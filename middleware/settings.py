@@ -143,6 +143,11 @@ class IdentitySettings:
         str | None, Meta(description="Read the bearer token from this cookie when there is no "
                                "Authorization header.")
     ] = None
+    allowed_origins: Annotated[
+        tuple[str, ...], Meta(description="Origins (scheme://host[:port]) whose pages may open "
+                              "cookie-authenticated WebSockets besides the Host's own; any other Origin is "
+                              "refused 4403 (cross-site WebSocket hijacking).")
+    ] = ()
     tenant_claim: Annotated[Text, Meta(description="The token claim naming the tenant.")] = "tenant"
     tenant_header: Annotated[
         str | None, Meta(description="A header naming the tenant (e.g. X-Tenant-ID), used only when the "
@@ -433,6 +438,10 @@ def _validate(built: Any, where: str) -> None:
             raise ConfigError(f"{_join(where, 'default_risk')}: must be one of {RISK_LEVELS}")
         if "none" in (a.lower() for a in built.algorithms):
             raise ConfigError(f"{_join(where, 'algorithms')}: 'none' is never allowed")
+        for i, origin in enumerate(built.allowed_origins):
+            scheme, sep, host = origin.partition("://")
+            if not (scheme and sep and host) or any(c in host for c in "/?#@ "):
+                raise ConfigError(f"{_join(where, 'allowed_origins')}[{i}]: expected scheme://host[:port]")
     if isinstance(built, GraphQLSettings):
         if any(not p.startswith("/") for p in built.paths):
             raise ConfigError(f"{_join(where, 'paths')}: every GraphQL path must start with '/'")

@@ -6,7 +6,9 @@ the gate (decision log flushed, refreshers and bundle polling stopped).
 
 With `--workers N > 1` every worker builds its own app from the same config (uvicorn factory
 `ig_gate.sidecar.app:app_from_env`), and prometheus-client runs in multiprocess mode: a fresh
-PROMETHEUS_MULTIPROC_DIR (unless one is set) that /metrics of any worker aggregates.
+PROMETHEUS_MULTIPROC_DIR (unless one is set) that /metrics of any worker aggregates. Each worker writes
+its own decision-log file and chain (middleware/decision_log.py). Risk events are per process without
+Redis, so SSF (`ssf.transmitter_jwks`) with several workers requires `risk_store.redis_url` (exit 2).
 """
 
 from __future__ import annotations
