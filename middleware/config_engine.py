@@ -252,8 +252,7 @@ def apply(raw: dict[str, Any], key: Key, value: Any, source: str | None, sources
             raise ConfigError(f"{where}{key_text(key[: depth + 1])} is not a section")
         node = child
     node[key[-1]] = value
-    if source:
-        sources.values[key] = source
+    sources.values[key] = source or ""  # "": set here, not in the file (no location to name)
 
 
 def check_keys(raw: Any, t: mi.Type, sources: Sources, key: Key = ()) -> None:
