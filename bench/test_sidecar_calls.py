@@ -26,7 +26,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture(scope="module")
 def app(world: World) -> Any:
-    sidecar = create_app(world.settings(decision_log={"path": None}))
+    # one trusted hop (a load balancer before the Router): the coprocessor calls decide on geo, as deployed
+    sidecar = create_app(world.settings(decision_log={"path": None}, server={"coprocessor_trusted_hops": 1}))
     yield sidecar
     sidecar.state.sidecar.gate.close()
 

@@ -34,6 +34,7 @@ from ig_gate.middleware.config_engine import (
     read_yaml,
     resolve_paths,
 )
+from ig_gate.middleware.paths import ExcludedPathError, parse_excluded
 
 ENV_PREFIX = "IG_GATE_"
 
@@ -54,6 +55,7 @@ RiskLevel = Literal["low", "medium", "high"]
 ForwardedSource = Literal["auto", "x-forwarded-for", "forwarded"]
 RISK_LEVELS: tuple[RiskLevel, ...] = get_args(RiskLevel)
 FORWARDED_SOURCES: tuple[ForwardedSource, ...] = get_args(ForwardedSource)
+AdminAuthMode = Literal["none", "token", "jwt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,10 +339,47 @@ class ServerSettings:
     ] = None
     upstream_timeout_s: Annotated[Seconds, Meta(description="Seconds an upstream answer may take.")] = 30.0
     max_body_bytes: Annotated[PositiveInt, Meta(description="Largest request body read, bytes.")] = 1_048_576
-    coprocessor_trusted_hops: int = 1  # Apollo Router is a trusted hop in x-forwarded-for
+    client_body_timeout_s: Annotated[
+        Seconds, Meta(description="Reverse proxy: seconds from a request's start within which its body must "
+                      "have fully arrived (else 408). Bodies up to max_body_bytes are read whole before an "
+                      "upstream connection is taken; a larger body streams on after that.")
+    ] = 30.0
+    max_upstream_per_client: Annotated[
+        PositiveInt, Meta(description="Reverse proxy: concurrent upstream exchanges per client address "
+                          "(as geo resolves it, through trusted proxies); beyond it 429 with Retry-After.")
+    ] = 32
+    allow_underscore_headers: Annotated[
+        bool, Meta(description="Reverse proxy: forward client headers with '_' in their names (off, as "
+                   "nginx's underscores_in_headers); never under a name the proxy sets (X_Auth_Subject).")
+    ] = False
+    coprocessor_trusted_hops: Annotated[
+        NonNegativeInt, Meta(description="Coprocessor payloads carry no peer address: this many rightmost "
+                             "X-Forwarded-For / Forwarded entries were appended by our own load balancer(s) "
+                             "in front of the Router. 0: those client-sent headers are not read, geo is "
+                             "unknown.")
+    ] = 0
     graceful_timeout_s: Annotated[
         Seconds, Meta(description="Seconds in-flight requests may finish after SIGTERM.")
     ] = 10.0
+    admin_host: Annotated[
+        Text, Meta(description="The admin listener's address (Data API, /v1/status, /metrics, bundle "
+                   "health; never on the client port). Off loopback, admin_auth must be set.")
+    ] = "127.0.0.1"
+    admin_port: Annotated[Port, Meta(description="The admin listener's port (not port).")] = 8182
+    admin_auth: Annotated[
+        AdminAuthMode, Meta(description="The admin listener's bearer check: none (loopback only, as OPA), "
+                            "token (admin_token_file), jwt (the IdP's tokens, by scope/scp/roles).")
+    ] = "none"
+    admin_token_file: Annotated[
+        str | None, FILE, Meta(description="Lines `TOKEN SCOPE...` (admin_read_scope / admin_write_scope).")
+    ] = None
+    admin_read_scope: Annotated[
+        Text, Meta(description="The scope that allows GET/HEAD on the admin listener.")
+    ] = "ig-gate:read"
+    admin_write_scope: Annotated[
+        Text, Meta(description="The scope that also allows evaluating caller-supplied input (POST, "
+                   "?input=); implies read.")
+    ] = "ig-gate:admin"
     gc_freeze: Annotated[
         bool, Meta(description="At startup complete, gc.collect() then gc.freeze(): full collections "
                          "skip the startup heap.")
@@ -368,7 +407,10 @@ class Settings:
                                             "(closed, 503/403) or let requests through (open).")
     ] = "closed"
     exclude_paths: Annotated[
-        tuple[str, ...], Meta(description="Paths the gate lets through undecided.")
+        tuple[str, ...], Meta(description="Paths the gate lets through undecided, matched against the "
+                              "normalised path: '/healthz' exactly, '/public/' (ending in '/') as a prefix. "
+                              "Only GET, HEAD and OPTIONS pass unless the entry names its methods before "
+                              "the path: 'POST /webhooks/', 'GET,POST /hooks/github'.")
     ] = ("/healthz",)
 
 
@@ -433,6 +475,12 @@ def _validate_sections(built: Any, where: str) -> None:
 def _validate(built: Any, where: str) -> None:
     if isinstance(built, Settings) and built.failure_mode not in ("closed", "open"):
         raise ConfigError(f"{_join(where, 'failure_mode')}: must be 'closed' or 'open'")
+    if isinstance(built, Settings):
+        for i, entry in enumerate(built.exclude_paths):
+            try:
+                parse_excluded(entry)
+            except ExcludedPathError as exc:
+                raise ConfigError(f"{_join(where, 'exclude_paths')}[{i}]: {exc}") from None
     if isinstance(built, IdentitySettings):
         if built.default_risk not in RISK_LEVELS:
             raise ConfigError(f"{_join(where, 'default_risk')}: must be one of {RISK_LEVELS}")
@@ -453,12 +501,19 @@ def _validate(built: Any, where: str) -> None:
         except InvalidVersion:
             key = _join(where, "min_version")
             raise ConfigError(f"{key}: not a PEP 440 version: {built.min_version!r}") from None
+    if isinstance(built, ServerSettings):
+        _validate_server(built, where)
     if isinstance(built, GeoSettings) and built.forwarded_source not in FORWARDED_SOURCES:
         raise ConfigError(f"{_join(where, 'forwarded_source')}: must be one of {FORWARDED_SOURCES}")
     if isinstance(built, RolloutSettings) and (
         not built.stages or any(not 0 < s <= 1 for s in built.stages) or built.stages[-1] != 1
     ):
         raise ConfigError(f"{_join(where, 'stages')}: fractions in (0, 1], ending with 1.0")
+
+
+def _validate_server(server: ServerSettings, where: str) -> None:
+    if server.admin_auth == "token" and not server.admin_token_file:
+        raise ConfigError(f"{_join(where, 'admin_token_file')}: required when admin_auth is token")
 
 
 def _join(where: str, key: str) -> str:

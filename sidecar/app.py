@@ -1,8 +1,16 @@
-"""The sidecar service: one Starlette app around one Gate.
+"""The sidecar service: two listeners (client and admin) around one Gate, in one process.
 
-Built-in routes: Apollo Router coprocessor (`POST /apollo/coprocessor`), forward-auth (`/authz`,
-`/authz/<original path>`), the OPA-compatible Data API (`/v1/data/...`, `/health`), and operations
-(`/healthz`, `/readyz`, `/metrics`, `/v1/status`).
+`create_app` returns a `Listeners` app: uvicorn serves it on two sockets (see sidecar/serve.py), and a
+connection accepted on `server.admin_port` goes to the admin app, every other to the client app.
+
+- Client app (the port clients, the gateway and the IdP reach): the routes of the configured mode.
+  Reverse-proxy mode (an extension provides the fallback, i.e. `server.upstream` is set): the proxy for
+  every path. Otherwise forward-auth (`/authz`, `/authz/<original path>`) and the Apollo Router
+  coprocessor (`POST /apollo/coprocessor`). In both: `/healthz`, `/readyz` (which say nothing about
+  the configuration) and the extensions' routes (`/ssf/events`: each event is a SET signed by the IdP,
+  so it stays on the port the IdP can reach).
+- Admin app: the OPA-compatible Data API (`/v1/data/...`, `/health`), `/v1/status`, `/metrics`,
+  `/healthz`, `/readyz` with the reason; behind `server.admin_auth` (sidecar/admin.py).
 
 Extension point: other sidecar modules contribute an `Extension` (routes, a fallback app for every path
 no route matches, a lifespan context), built by an `ExtensionFactory(settings, gate)`. `build_app` calls
@@ -24,6 +32,7 @@ from starlette.routing import BaseRoute
 from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.settings import Settings, load_settings
 from ig_gate.sidecar import coprocessor, forward_auth, opa_api, ops
+from ig_gate.sidecar.admin import admin_auth
 from ig_gate.sidecar.asgi_io import ASGIApp
 from ig_gate.sidecar.proxy import proxy_extension
 from ig_gate.sidecar.ssf import ssf_extension
@@ -52,22 +61,25 @@ def create_app(
     *,
     policy: PolicyWiring | None = None,
     extensions: Sequence[Extension] = (),
-) -> Starlette:
-    """The sidecar app for `settings`; builds the gate and its policy source unless a gate is given
-    (`policy` then describes that gate's source for the ops endpoints)."""
+) -> Listeners:
+    """The sidecar's two listener apps for `settings`; builds the gate and its policy source unless a
+    gate is given (`policy` then describes that gate's source for the ops endpoints)."""
     if gate is None:
         gate, policy = wire(settings)
     elif policy is None:
         policy = PolicyWiring(gate.policy, "given")
     sidecar = Sidecar(settings, gate, policy)
-    routes: list[BaseRoute] = [  # the hot endpoints first: Starlette matches routes in order
-        *forward_auth.routes(sidecar),
-        *coprocessor.routes(sidecar),
-        *ops.routes(sidecar),
-        *opa_api.routes(sidecar),
-    ]
+    fallbacks = [e.fallback for e in extensions if e.fallback is not None]
+    if len(fallbacks) > 1:
+        raise ValueError("at most one sidecar extension may provide a fallback app")
+    routes: list[BaseRoute] = []  # the hot endpoints first: Starlette matches routes in order
+    if not fallbacks:  # reverse-proxy mode serves neither forward-auth nor coprocessor payloads
+        routes += [*forward_auth.routes(sidecar), *coprocessor.routes(sidecar)]
+    routes += ops.client_routes(sidecar)
     for extension in extensions:
         routes.extend(extension.routes)
+    admin = Starlette(routes=[*ops.admin_routes(sidecar), *opa_api.routes(sidecar)])
+    guarded = admin_auth(admin, settings.server, gate.key_sets.get("identity"), settings.identity)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -83,14 +95,30 @@ def create_app(
             close_gate(gate)
 
     app = SidecarApp(routes=routes, lifespan=lifespan)
-    fallbacks = [e.fallback for e in extensions if e.fallback is not None]
-    if len(fallbacks) > 1:
-        raise ValueError("at most one sidecar extension may provide a fallback app")
     if fallbacks:
         app.router.default = fallbacks[0]
         app.set_fallback(fallbacks[0], routes)
     app.state.sidecar = sidecar
-    return app
+    return Listeners(app, guarded, settings.server.admin_port)
+
+
+class Listeners:
+    """The ASGI app of `ig-gate serve`'s two sockets: a connection accepted on `admin_port` (the local
+    port in `scope["server"]`, set by the server from the socket, never from a header) goes to `admin`;
+    every other connection, the lifespan included, to `client`."""
+
+    def __init__(self, client: SidecarApp, admin: ASGIApp, admin_port: int) -> None:
+        self.client = client
+        self.admin = admin
+        self.admin_port = admin_port
+        self.state = client.state  # `.state.sidecar`: the shared Sidecar
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        server = scope.get("server")
+        if server is not None and server[1] == self.admin_port and scope["type"] != "lifespan":
+            await self.admin(scope, receive, send)
+            return
+        await self.client(scope, receive, send)
 
 
 class SidecarApp(Starlette):
@@ -120,14 +148,14 @@ class SidecarApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def build_app(settings: Settings, factories: Sequence[ExtensionFactory] = EXTENSIONS) -> Starlette:
+def build_app(settings: Settings, factories: Sequence[ExtensionFactory] = EXTENSIONS) -> Listeners:
     """The full sidecar for `settings`: gate, policy source and every configured extension."""
     gate, policy = wire(settings)
     extensions = [e for factory in factories if (e := factory(settings, gate)) is not None]
     return create_app(settings, gate, policy=policy, extensions=extensions)
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> Listeners:
     """The uvicorn factory `ig_gate.sidecar.app:app_from_env` (one app per worker process); the config
     path comes from $IG_SIDECAR_CONFIG."""
     return build_app(load_settings(os.environ.get(CONFIG_ENV) or None))

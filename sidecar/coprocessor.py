@@ -1,6 +1,9 @@
 """Apollo Router external coprocessor (protocol version 1): `POST /apollo/coprocessor`.
 
-Stages handled (others pass through with `control: "continue"`):
+Stages handled (other request stages pass through with `control: "continue"`; response stages
+`RouterResponse`, `SupergraphResponse`, `ExecutionResponse`, `SubgraphResponse` are echoed with no
+`control` at all: on a response stage the Router sets the client's HTTP status from `control`, so even
+`"continue"` would turn a 401 or 403 from the graph into a 200):
 
 - `RouterRequest`: headers arrive as a map of lists and the body as a JSON *string*. The request is
   decided by the Gate; allowed -> `continue` with the verified identity in
@@ -13,9 +16,11 @@ Stages handled (others pass through with `control: "continue"`):
 Each configured stage is decided (and counted, and logged) on its own: with both stages on, a client
 request is decided twice, the second time from the gate's memo.
 
-The payload has no peer address: the client IP comes from its `x-forwarded-for` / `forwarded` headers
-with `server.coprocessor_trusted_hops` rightmost entries written by our own infrastructure (no header:
-geo unknown). `id`, `version`, `stage` (and `subgraphRequestId`) are echoed unchanged.
+The payload has no peer address, and the Router forwards the client's own `x-forwarded-for` /
+`forwarded` headers: by default (`server.coprocessor_trusted_hops: 0`) they are not read and geo is
+unknown. With N > 0 the N rightmost entries are taken as written by our own load balancer(s) in front
+of the Router, so the client is the N-th entry from the right (`geo.trusted_proxies` left of it are
+skipped); see docs/listeners.md. `id`, `version`, `stage` (and `subgraphRequestId`) are echoed unchanged.
 
 Malformed payloads never cause a 500: a body that is not a JSON object with `version: 1` and a `stage`
 gets HTTP 400 with a JSON error (the Router then fails the client request); a well-formed envelope with
@@ -89,6 +94,8 @@ class Coprocessor(SidecarEndpoint):
         """The response payload for a well-formed envelope (never raises)."""
         stage = payload["stage"]
         answer = {key: payload[key] for key in _ECHOED if key in payload}
+        if stage.endswith("Response"):
+            return answer  # no control: the Router would rewrite the response status from it
         answer["control"] = "continue"
         if stage not in ("RouterRequest", "SupergraphRequest"):
             return answer

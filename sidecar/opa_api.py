@@ -1,17 +1,19 @@
 """An OPA-compatible Data API over the active signed bundle, for clients that already speak OPA's REST API.
 
 - `POST /v1/data/{path}` with `{"input": ...}` -> `{"result": ..., "decision_id": ...}` (no `result` key
-  when the document is undefined, as OPA does).
+  when the document is undefined, as OPA does). A body without `input` (empty, `{}`, or `"input": null`)
+  is evaluated all the same and answered with OPA's `warning: {"code": "api_usage_warning", ...}`.
 - `GET /v1/data/{path}` (optional `?input=<JSON>`).
 - `GET /health` -> 200 `{}`; `GET /health?bundles` (or `?plugins`: the bundle source is the only plugin)
   -> 200 only while a verified bundle is active, else 500 with OPA's unhealthy shape `{"code", "error"}`.
 
-Errors use OPA's shape: `{"code": "invalid_parameter" | "internal_error", "message": ...}`. Queries run
-on the serving thread (the Rego engines are per thread), like the gate's own decisions.
+Errors use OPA's shape: `{"code": "invalid_parameter" | "internal_error", "message": ...}`. An input
+nested deeper than MAX_INPUT_DEPTH levels is a 400 (the engine would recurse on it). Queries run on the
+serving thread (the Rego engines are per thread), like the gate's own decisions.
 
-No authentication (OPA's default too): anyone who reaches the port can evaluate any rule with any input
-and read the bundle's whole data document (`GET /v1/data`). `ig-gate serve` binds 127.0.0.1 by default;
-on another address, let only the gateway and PDP clients reach it (NetworkPolicy, firewall).
+Served on the admin listener only (`server.admin_host`/`admin_port`), never on the client port: anyone
+who reaches it can evaluate any rule with any input and read the bundle's whole data document, so off
+loopback it needs `server.admin_auth` (see sidecar/admin.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from ig_gate.sidecar.rego_path import PathError, query_for_path
 from ig_gate.sidecar.wiring import Sidecar
 
 INVALID, INTERNAL = "invalid_parameter", "internal_error"
+MAX_INPUT_DEPTH = 64  # nesting levels of arrays/objects in an input document
+MISSING_INPUT = {"code": "api_usage_warning", "message": "'input' key missing from the request"}
 
 
 def opa_error(status: int, code: str, message: str) -> JSONResponse:
@@ -43,11 +47,13 @@ def routes(sidecar: Sidecar) -> list[BaseRoute]:
     """The Data API and /health routes."""
     gate = sidecar.gate
 
-    def evaluate(path: str, input_document: Any) -> Response:
+    def evaluate(path: str, input_document: Any, warning: dict[str, str] | None = None) -> Response:
         try:
             query = query_for_path(path)
         except PathError as exc:
             return opa_error(400, INVALID, str(exc))
+        if nested_deeper(input_document, MAX_INPUT_DEPTH):
+            return opa_error(400, INVALID, f"input: nested deeper than {MAX_INPUT_DEPTH} levels")
         snapshot = gate.policy.current()
         if snapshot is None:
             return opa_error(500, INTERNAL, "no verified policy bundle is active")
@@ -58,6 +64,8 @@ def routes(sidecar: Sidecar) -> list[BaseRoute]:
         body: dict[str, Any] = {"decision_id": sidecar.ids.next()}
         if result is not None:
             body["result"] = result
+        if warning is not None:
+            body["warning"] = warning
         return JSONResponse(body)
 
     async def post_data(request: Request) -> Response:
@@ -65,13 +73,14 @@ def routes(sidecar: Sidecar) -> list[BaseRoute]:
             document = await _input_from_body(request, sidecar.settings.server.max_body_bytes)
         except _BadRequest as exc:
             return opa_error(400, INVALID, str(exc))
-        return evaluate(request.path_params.get("path", ""), document)
+        warning = MISSING_INPUT if document is None else None
+        return evaluate(request.path_params.get("path", ""), document, warning)
 
     async def get_data(request: Request) -> Response:
         raw = request.query_params.get("input")
         try:
             document = None if raw is None else json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             return opa_error(400, INVALID, "input query parameter: not valid JSON")
         return evaluate(request.path_params.get("path", ""), document)
 
@@ -104,8 +113,27 @@ async def _input_from_body(request: Request, limit: int) -> Any:
         return None
     try:
         body = json.loads(raw)
-    except (ValueError, RecursionError):
+    except ValueError:
         raise _BadRequest("request body: not valid JSON") from None
+    except RecursionError:
+        raise _BadRequest(f"request body: not valid JSON (nested deeper than {MAX_INPUT_DEPTH})") from None
     if not isinstance(body, dict):
         raise _BadRequest("request body: must be a JSON object like {\"input\": ...}")
     return body.get("input")
+
+
+def nested_deeper(document: Any, limit: int) -> bool:
+    """Whether arrays/objects in `document` nest more than `limit` levels (iterative: no recursion)."""
+    stack = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False

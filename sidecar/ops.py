@@ -1,4 +1,9 @@
-"""Operations endpoints: /healthz (alive), /readyz (a verified bundle is active), /metrics, /v1/status."""
+"""Operations endpoints.
+
+Client listener (`client_routes`): /healthz (alive) and /readyz (a verified bundle is active), which say
+no more than `ok` / `{"ready": true|false}`. Admin listener (`admin_routes`): the same two with the
+reason and the active revision, /metrics and /v1/status.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +19,25 @@ from ig_gate.sidecar.wiring import Sidecar
 FAILURE_METRIC = "ig_gate_failure_mode"
 
 
-def routes(sidecar: Sidecar) -> list[BaseRoute]:
-    """The operations routes."""
+async def _healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
 
-    async def healthz(request: Request) -> Response:
-        return PlainTextResponse("ok")
+
+def client_routes(sidecar: Sidecar) -> list[BaseRoute]:
+    """/healthz and /readyz for probes on the client listener: nothing about the configuration."""
+
+    async def readyz(request: Request) -> Response:
+        ready = await not_ready(sidecar) is None
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    return [
+        Route("/healthz", _healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+    ]
+
+
+def admin_routes(sidecar: Sidecar) -> list[BaseRoute]:
+    """/healthz, /readyz (with the reason), /metrics and /v1/status for the admin listener."""
 
     async def readyz(request: Request) -> Response:
         reason = await not_ready(sidecar)
@@ -34,7 +53,7 @@ def routes(sidecar: Sidecar) -> list[BaseRoute]:
         return JSONResponse(await run_in_threadpool(status_document, sidecar))
 
     return [
-        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/healthz", _healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/status", status, methods=["GET"]),

@@ -6,9 +6,10 @@ the gate (decision log flushed, refreshers and bundle polling stopped).
 
 With `--workers N > 1` every worker builds its own app from the same config (uvicorn factory
 `ig_gate.sidecar.app:app_from_env`), and prometheus-client runs in multiprocess mode: a fresh
-PROMETHEUS_MULTIPROC_DIR (unless one is set) that /metrics of any worker aggregates. Each worker writes
-its own decision-log file and chain (middleware/decision_log.py). Risk events are per process without
-Redis, so SSF (`ssf.transmitter_jwks`) with several workers requires `risk_store.redis_url` (exit 2).
+PROMETHEUS_MULTIPROC_DIR (unless one is set) that /metrics of any worker aggregates. Every worker
+serves both the client and the admin listener (sidecar/listeners.py). Each worker writes its own
+decision-log file and chain (middleware/decision_log.py). Risk events are per process without Redis, so
+SSF (`ssf.transmitter_jwks`) with several workers requires `risk_store.redis_url` (exit 2 otherwise).
 """
 
 from __future__ import annotations
@@ -26,20 +27,28 @@ from ig_gate.bundles.errors import BundleError
 from ig_gate.geo.errors import GeoError
 from ig_gate.middleware.jwks import JWKSError
 from ig_gate.middleware.settings import ConfigError, Settings, load_settings
+from ig_gate.sidecar.admin import check_listener
+from ig_gate.sidecar.listeners import serve_listeners
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
+    from ig_gate.sidecar.app import Listeners
 
 USAGE = 2
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UPSTREAM_ENV = "IG_GATE_SERVER__UPSTREAM"
 STARTUP_ERRORS = (ConfigError, GeoError, JWKSError, BundleError, OSError, ValueError)
-DESCRIPTION = """Serve the sidecar: POST /apollo/coprocessor (Apollo Router), /authz (nginx, Traefik, Envoy
-forward-auth), the OPA-compatible /v1/data and /health, /ssf/events (IdP risk events, when ssf.* is
-set), /healthz, /readyz, /metrics, /v1/status, and with --upstream a reverse proxy for every other path.
+DESCRIPTION = """Serve the sidecar on two listeners in one process.
 
-The Data API, /metrics and /v1/status answer without authentication: keep the default loopback bind
-(server.host 127.0.0.1) or let only the gateway, the IdP and Prometheus reach the port."""
+Client listener (server.host:server.port, default 127.0.0.1:8181): with --upstream a reverse proxy for
+every path; otherwise POST /apollo/coprocessor (Apollo Router) and /authz (nginx, Traefik, Envoy
+forward-auth). Always /healthz and /readyz (which reveal nothing), and /ssf/events (IdP risk events,
+signed SETs, when ssf.* is set).
+
+Admin listener (server.admin_host:server.admin_port, default 127.0.0.1:8182): the OPA-compatible
+/v1/data and /health, /v1/status, /metrics. By default it answers without authentication, as OPA does,
+and only on loopback; on any other address set server.admin_auth (token: server.admin_token_file, or
+jwt: the IdP's tokens with server.admin_read_scope / server.admin_write_scope), or serve refuses to
+start."""
 EPILOG = """exit status: 0 after a clean shutdown (SIGTERM/SIGINT drain in-flight requests for
 server.graceful_timeout_s), 2 on a configuration error (one line naming the key), 3 when the address
 cannot be bound."""
@@ -59,6 +68,8 @@ def register_serve(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, help="listen port (default: server.port)")
     serve.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
     serve.add_argument("--upstream", metavar="URL", help="reverse-proxy every other path to URL")
+    serve.add_argument("--admin-host", help="admin listen address (default: server.admin_host)")
+    serve.add_argument("--admin-port", type=int, help="admin listen port (default: server.admin_port)")
     serve.set_defaults(handler=serve_command)
 
 
@@ -80,11 +91,10 @@ def serve_command(args: argparse.Namespace) -> int:
             "risk_store.redis_url (a risk event reaches only the worker that receives it)"
         ))
     try:
+        check_listener(server)
         app = _build(settings)  # fails here, before listening, on bad keys, key sets, geo DB...
     except STARTUP_ERRORS as exc:
         return _fail(exc)
-    import uvicorn
-
     options = {
         "host": server.host,
         "port": server.port,
@@ -99,36 +109,37 @@ def serve_command(args: argparse.Namespace) -> int:
         "server_header": False,
     }
     if server.workers == 1:
-        uvicorn.run(app, **options)
-        return 0
+        return serve_listeners(app, options, server)
     from ig_gate.sidecar.wiring import close_gate
 
     close_gate(app.state.sidecar.gate)  # the workers build their own
     os.environ["IG_SIDECAR_CONFIG"] = str(Path(args.config).resolve()) if args.config else ""
     if server.upstream:
         os.environ[UPSTREAM_ENV] = server.upstream
+    for name in ("admin_host", "admin_port"):  # the workers dispatch by the admin port
+        os.environ[f"IG_GATE_SERVER__{name.upper()}"] = str(getattr(server, name))
     own_dir = None
     if not os.environ.get(MULTIPROC_ENV):
         own_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="ig-gate-metrics-")
     try:
-        uvicorn.run("ig_gate.sidecar.app:app_from_env", factory=True, workers=server.workers, **options)
+        factory = {**options, "factory": True, "workers": server.workers}
+        return serve_listeners("ig_gate.sidecar.app:app_from_env", factory, server)
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
-    return 0
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
     changes = {
         name: value
-        for name in ("host", "port", "workers", "upstream")
+        for name in ("host", "port", "workers", "upstream", "admin_host", "admin_port")
         if (value := getattr(args, name)) is not None
     }
     return dataclasses.replace(settings, server=dataclasses.replace(settings.server, **changes))
 
 
-def _build(settings: Settings) -> Starlette:
+def _build(settings: Settings) -> Listeners:
     from ig_gate.sidecar.app import build_app  # imported here: the CLI's other commands stay light
 
     return build_app(settings)

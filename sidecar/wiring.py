@@ -101,9 +101,9 @@ def build_gate(
     metrics: GateMetrics | None = None,
 ) -> Gate:
     """The Gate for the sidecar; raises ConfigError (and the geo/JWKS config errors) on bad settings."""
-    resolver = ClientIPResolver(
+    resolver = ClientIPResolver(  # coprocessor payloads: hops 0 -> no hops mode, client headers unread
         settings.geo.trusted_proxies,
-        trusted_hops=settings.server.coprocessor_trusted_hops,
+        trusted_hops=settings.server.coprocessor_trusted_hops or None,
         source=settings.geo.forwarded_source,
     )
     store = risk_store or risk_store_from_settings(settings)  # Redis when risk_store.redis_url is set

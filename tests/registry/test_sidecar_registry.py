@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 
 from ig_gate.bundles.manager import BundleManager
 from ig_gate.bundles.registry import RegistryClient, sha256_digest
-from ig_gate.middleware.settings import settings_from_dict
+from ig_gate.middleware.settings import ServerSettings, settings_from_dict
 from ig_gate.sidecar.app import create_app
 from tests.registry.conftest import LocalRegistry
 from tests.registry.kit import Built, build, publish
@@ -26,6 +26,7 @@ from tests.support.keys import KeyPair, make_keypair, write_jwks
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.integration
+ADMIN = f"http://testserver:{ServerSettings().admin_port}"  # the admin listener: /v1/status, /metrics
 
 class Sidecar:
     """A started sidecar app (lifespan run) on one registry channel, with its bundle manager."""
@@ -47,12 +48,12 @@ class Sidecar:
         return self.http.get("/authz", headers=headers).status_code
 
     def bundle(self) -> dict[str, Any]:
-        return self.http.get("/v1/status").json()["bundle"]
+        return self.http.get(f"{ADMIN}/v1/status").json()["bundle"]
 
     def events(self, kind: str) -> float:
         """ig_gate_bundle_events_total{kind} as /metrics shows it (0 when the series does not exist)."""
         pattern = rf'^ig_gate_bundle_events_total{{kind="{kind}"}} (\S+)$'
-        found = re.search(pattern, self.http.get("/metrics").text, re.MULTILINE)
+        found = re.search(pattern, self.http.get(f"{ADMIN}/metrics").text, re.MULTILINE)
         return float(found.group(1)) if found else 0.0
 
 

@@ -11,12 +11,14 @@ import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from ig_gate.middleware.settings import Settings
+from ig_gate.middleware.settings import ServerSettings, Settings
 from ig_gate.sidecar.app import create_app
 from tests.middleware.conftest import PROXY, World, build_world
 from tests.support.sidecar import Served, serve_sidecar
 
 PROXY_PEER = (PROXY, 40000)  # 10.0.0.2: inside the world's trusted proxies (10.0.0.0/8)
+# a TestClient request to this base reaches the admin listener's app (scope["server"] carries its port)
+ADMIN = f"http://testserver:{ServerSettings().admin_port}"
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""The OPA-compatible Data API, queried by opa-python-client against a real `ig-gate serve`, and the remote
-PDP policy source asking that server."""
+"""The OPA-compatible Data API, queried by opa-python-client against a real `ig-gate serve` (its admin
+listener), and the remote PDP policy source asking that server."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ig_gate.middleware.gate import Gate, GateRequest
 from ig_gate.sidecar.remote_pdp import RemotePolicySource
 from ig_gate.sidecar.wiring import policy_wiring
 from tests.middleware.conftest import DE_IP, FR_IP, US_IP, World
+from tests.sidecar.conftest import ADMIN
 from tests.support.procs import free_port
 from tests.support.sidecar import Served
 
@@ -43,7 +44,7 @@ def requests_for(world: World) -> list[tuple[str, GateRequest]]:
 
 @pytest.fixture(scope="module")
 def opa(served: Served) -> Iterator[OpaClient]:
-    client = OpaClient(host="127.0.0.1", port=served.port)
+    client = OpaClient(host="127.0.0.1", port=served.admin_port)
     yield client
     client.close_connection()
 
@@ -71,7 +72,7 @@ def test_get_data_reads_documents_and_undefined_has_no_result(opa: OpaClient, se
     assert opa.get_data("tenants/acme")["result"]["allowed_countries"] == ["US", "DE"]
     with pytest.raises(PolicyNotFoundError):
         opa.get_data("no/such/document")
-    undefined = httpx.post(f"{served.url}/v1/data/no/such/document", json={"input": {}})
+    undefined = httpx.post(f"{served.admin_url}/v1/data/no/such/document", json={"input": {}})
     assert undefined.status_code == 200 and "result" not in undefined.json()
 
 
@@ -82,7 +83,8 @@ def test_health_with_bundles_is_200_when_a_bundle_is_active(opa: OpaClient) -> N
 
 def test_get_with_input_query_parameter(served: Served) -> None:
     document = {"tenant": "acme", "request": {"purpose": "support", "operation_type": "query"}}
-    response = httpx.get(f"{served.url}/v1/data/ig/purpose/decision", params={"input": json.dumps(document)})
+    url = f"{served.admin_url}/v1/data/ig/purpose/decision"
+    response = httpx.get(url, params={"input": json.dumps(document)})
     assert response.json()["result"] == {"allow": True, "reasons": []}
 
 
@@ -91,38 +93,38 @@ def test_get_with_input_query_parameter(served: Served) -> None:
     [(b"{not json", "not valid JSON"), (b"[1]", "JSON object"), (b"{" * 50_000, "not valid JSON")],
 )
 def test_bad_request_bodies_get_opa_shaped_400(served: Served, body: bytes, message: str) -> None:
-    response = httpx.post(f"{served.url}/v1/data/ig/zt/decision", content=body)
+    response = httpx.post(f"{served.admin_url}/v1/data/ig/zt/decision", content=body)
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_parameter" and message in response.json()["message"]
 
 
 def test_bad_input_query_parameter_gets_opa_shaped_400(served: Served) -> None:
-    response = httpx.get(f"{served.url}/v1/data/ig/zt/decision", params={"input": "{nope"})
+    response = httpx.get(f"{served.admin_url}/v1/data/ig/zt/decision", params={"input": "{nope"})
     assert response.status_code == 400 and response.json()["code"] == "invalid_parameter"
 
 
 def test_without_an_active_bundle_health_is_500_and_data_is_an_opa_error(make_sidecar: Any) -> None:
     client = make_sidecar(bundle={"path": "/nonexistent/policy.tgz"})
-    assert client.get("/health").status_code == 200
+    assert client.get(f"{ADMIN}/health").status_code == 200
     for query in ("bundles", "bundles=true", "plugins"):
-        unhealthy = client.get(f"/health?{query}")
+        unhealthy = client.get(f"{ADMIN}/health?{query}")
         assert unhealthy.status_code == 500
         assert unhealthy.json()["code"] == "internal_error" and unhealthy.json()["error"]  # OPA's shape
-    response = client.post("/v1/data/ig/zt/decision", json={"input": {}})
+    response = client.post(f"{ADMIN}/v1/data/ig/zt/decision", json={"input": {}})
     assert response.status_code == 500 and response.json()["code"] == "internal_error"
 
 
 def test_remote_pdp_source_decides_like_the_local_bundle(
     served: Served, local_gate: Gate, world: World
 ) -> None:
-    remote = RemotePolicySource(served.url)
+    remote = RemotePolicySource(served.admin_url)
     remote_gate = Gate.from_settings(world.settings(), policy=remote)
     try:
         for expected, request in requests_for(world):
             local, asked = local_gate.decide(request), remote_gate.decide(request)
             assert (asked.outcome, asked.reasons) == (local.outcome, local.reasons)
             assert asked.outcome == expected
-            assert asked.revision == f"remote:{served.url}"
+            assert asked.revision == f"remote:{served.admin_url}"
         assert remote.status()["evaluations"] == len(requests_for(world))
         assert remote.status()["failures"] == 0
         assert remote.ready() is None
@@ -146,9 +148,9 @@ def test_remote_pdp_that_is_down_fails_closed_and_says_why(world: World) -> None
 
 
 def test_settings_remote_opa_url_selects_the_remote_source(served: Served, world: World) -> None:
-    wiring = policy_wiring(world.settings(bundle={"remote_opa_url": served.url}))
+    wiring = policy_wiring(world.settings(bundle={"remote_opa_url": served.admin_url}))
     assert wiring.kind == "remote" and isinstance(wiring.source, RemotePolicySource)
-    assert wiring.status()["url"] == served.url
+    assert wiring.status()["url"] == served.admin_url
     wiring.close()
 
 

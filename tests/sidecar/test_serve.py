@@ -125,7 +125,8 @@ def test_two_workers_aggregate_metrics_in_multiprocess_mode(world: World, tmp_pa
         requests = 40
         for i in range(requests):
             assert authz(served.url, world, f"mw-{i}").status_code == 200
-        text = httpx.get(f"{served.url}/metrics", timeout=10).text
+        assert httpx.get(f"{served.url}/metrics", timeout=10).status_code == 404  # the client port
+        text = httpx.get(f"{served.admin_url}/metrics", timeout=10).text
         allowed = sum(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()

@@ -22,7 +22,7 @@ from ig_gate.middleware.settings import ConfigError, Settings
 from ig_gate.sidecar.app import build_app
 from ig_gate.sidecar.ssf import CAEP, SETRejected, SubjectKeys, subject_keys
 from tests.middleware.conftest import US_IP, World
-from tests.sidecar.conftest import PROXY_PEER
+from tests.sidecar.conftest import ADMIN, PROXY_PEER
 from tests.support.keys import KeyPair, make_keypair, write_jwks
 from tests.support.procs import wait_until
 from tests.support.redis_server import redis_server
@@ -324,7 +324,7 @@ def test_an_ssf_receiver_without_issuer_or_audience_is_a_config_error(world, tra
 
 def metric(client: Any, sample: str) -> float:
     """The value of one sample line of /metrics (0 when absent)."""
-    for line in client.get("/metrics").text.splitlines():
+    for line in client.get(f"{ADMIN}/metrics").text.splitlines():
         if line.startswith(sample + " "):
             return float(line.split()[-1])
     return 0.0

@@ -1,4 +1,5 @@
-"""Run the sidecar for tests: write a Settings tree as ig-gate.yaml, start `ig-gate serve` on a free port."""
+"""Run the sidecar for tests: write a Settings tree as ig-gate.yaml, start `ig-gate serve` on free ports
+(the client listener and the admin listener)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import yaml
 
 from ig_gate.middleware.settings import Settings
-from tests.support.procs import free_port, running
+from tests.support.procs import free_port, port_open, running, wait_until
 
 IG_GATE = Path(sys.executable).with_name("ig-gate")
 
@@ -33,23 +34,33 @@ def write_config(settings: Settings, path: Path) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Served:
-    """A running `ig-gate serve`: its base URL, port, process and log file."""
+    """A running `ig-gate serve`: the client listener's base URL and port, the admin listener's (Data
+    API, /metrics, /v1/status), its process and log file."""
 
     url: str
     port: int
     process: Any
     log: Path
+    admin_url: str
+    admin_port: int
 
 
 @contextlib.contextmanager
 def serve_sidecar(
     settings: Settings, workdir: Path, *args: str, env: dict[str, str] | None = None, name: str = "sidecar"
 ) -> Iterator[Served]:
-    """`ig-gate serve --config <workdir>/<name>.yaml --port <free> [args]`; stopped by PID."""
+    """`ig-gate serve --config <workdir>/<name>.yaml --port <free> --admin-port <free> [args]`; stopped
+    by PID. `args` may name its own `--admin-port`."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_config(settings, workdir / f"{name}.yaml")
     port = free_port()
+    admin_port = int(args[args.index("--admin-port") + 1]) if "--admin-port" in args else free_port()
     log = workdir / f"{name}.log"
-    argv = [str(IG_GATE), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), *args]
-    with running(argv, port=port, log=log, env=env) as process:
-        yield Served(f"http://127.0.0.1:{port}", port, process, log)
+    argv = [str(IG_GATE), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    if "--admin-port" not in args:
+        argv += ["--admin-port", str(admin_port)]
+    with running([*argv, *args], port=port, log=log, env=env) as process:
+        wait_until(lambda: port_open(admin_port), 10, f"the admin listener on port {admin_port}")
+        yield Served(
+            f"http://127.0.0.1:{port}", port, process, log, f"http://127.0.0.1:{admin_port}", admin_port
+        )
