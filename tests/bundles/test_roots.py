@@ -39,6 +39,7 @@ ACCEPTED = {
     "partial segment is no overlap": {".manifest": _manifest(["a", "another_root"])},
     "slashes trimmed": {".manifest": _manifest(["/a/", "b"]), "a/data.json": b"{}", "x.rego": b"package b"},
     "bracketed package under its root": {".manifest": _manifest(["x/a%2Fb"]), "x.rego": b'package x["a/b"]'},
+    "dotted bracket part is one segment": {".manifest": _manifest(["x/a.b"]), "x.rego": b'package x["a.b"]'},
 }
 REFUSED = {
     "empty roots with a package": (
@@ -55,6 +56,10 @@ REFUSED = {
     "package above its root": (
         {".manifest": _manifest(["ig/zt"]), "x.rego": b"package ig"},
         "do not permit 'package ig' in module x.rego",
+    ),
+    "a bracketed part is not split at its dot": (
+        {".manifest": _manifest(["x/a"]), "x.rego": b'package x["a.b"]'},
+        "roots [x/a] do not permit 'package x.a.b' in module x.rego",
     ),
     "data outside the roots": (
         {".manifest": _manifest(["a", "b", "c/d"]), "data.json": b'{"a": 1}', "c/e/data.json": b'"bad"'},
