@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ig_gate.middleware.decision_log import log_files, verify_chain
+from ig_gate.sidecar.config_cli import register_config
 from ig_gate.sidecar.serve import register_serve
 
 USAGE = 2
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_decisions(subparsers)
     register_serve(subparsers)
+    register_config(subparsers)
     return parser
 
 

@@ -1,0 +1,176 @@
+"""The settings schema validates itself: choices, ranges and unknown keys refused with the key path and,
+for YAML, the file, line and column; env overrides only for real setting names; file checks; no Python
+class names in any message."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ig_gate.middleware import settings as settings_module
+from ig_gate.middleware.settings import ConfigError, check_files, load_settings, settings_from_dict
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    config = tmp_path / "ig-gate.yaml"
+    config.write_text(text)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("memo:\n  size: -5\n", "2:9", "memo.size: must be >= 1, got -5"),
+        ("server:\n  port: 0\n", "2:9", "server.port: must be >= 1, got 0"),
+        ("server: {port: 70000}\n", "1:16", "server.port: must be <= 65535, got 70000"),
+        ("rollout:\n  sticky_by: tenat\n", "2:14",
+         "rollout.sticky_by: must be 'session' or 'tenant', got 'tenat'"),
+        ("rollout:\n  stages: [0.5, 2]\n", "2:17", "rollout.stages[1]: must be <= 1.0, got 2"),
+        ("memo:\n  ttl_s: 0\n", "2:10", "memo.ttl_s: must be > 0.0, got 0"),
+        ("geo:\n  trusted_hops: 0\n", "2:17", "geo.trusted_hops: must be >= 1, got 0"),
+        ("geo:\n  forwarded_source: x-real-ip\n", "2:21",
+         "geo.forwarded_source: must be one of 'auto', 'forwarded' or 'x-forwarded-for', got 'x-real-ip'"),
+        ("failure_mode: sometimes\n", "1:15", "failure_mode: must be 'closed' or 'open', got 'sometimes'"),
+        ("identity:\n  leeway_s: soon\n", "2:13", "identity.leeway_s: expected an integer, got 'soon'"),
+        ("identity:\n  issuer: ''\n", "2:11", "identity.issuer: must not be empty, got ''"),
+        ("bundle:\n  key_alg: none\n", "2:12",
+         "bundle.key_alg: must be one of 'ES256', 'HS256', 'PS256', 'RS256' or null, got 'none'"),
+        ("identity:\n  issuer: https://a\n  colour: red\n", "3:3", "identity.colour: unknown setting"),
+        ("geo: everywhere\n", "1:6", "geo: expected a mapping, got 'everywhere'"),
+    ],
+)
+def test_a_bad_yaml_value_is_refused_with_file_line_column_and_key_path(
+    tmp_path: Path, text: str, where: str, message: str
+) -> None:
+    config = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={})
+    assert str(caught.value) == f"{config}:{where}: {message}"
+
+
+def test_the_same_bad_values_are_refused_from_a_mapping_with_the_key_path() -> None:
+    for raw, message in [
+        ({"memo": {"size": -5}}, "memo.size: must be >= 1, got -5"),
+        ({"server": {"port": 0}}, "server.port: must be >= 1, got 0"),
+        ({"rollout": {"sticky_by": "tenat"}},
+         "rollout.sticky_by: must be 'session' or 'tenant', got 'tenat'"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            settings_from_dict(raw)
+        assert str(caught.value) == message
+
+
+def test_invalid_yaml_names_the_file_line_and_column(tmp_path: Path) -> None:
+    config = _write(tmp_path, "identity:\n  issuer: https://a\n  audience: [unclosed\nmemo: {}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(config))}:4:5: invalid YAML: expected ','"):
+        load_settings(config, env={})
+
+
+def test_a_key_set_twice_is_refused_with_both_places(tmp_path: Path) -> None:
+    config = _write(tmp_path, "memo:\n  size: 1\n  size: 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={})
+    assert str(caught.value) == f"{config}:3:3: memo.size: set twice (first at {config}:2:3)"
+
+
+def test_an_empty_section_means_its_defaults(tmp_path: Path) -> None:
+    config = _write(tmp_path, "ssf:\nmemo:\n  size: 10\n")
+    settings = load_settings(config, env={})
+    assert settings.ssf == settings_module.SSFSettings() and settings.memo.size == 10
+
+
+def test_an_env_variable_with_a_typo_is_an_error_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env={"IG_GATE_BUNDEL__PATH": "/srv/policy.tgz"})
+    assert str(caught.value) == "IG_GATE_BUNDEL__PATH: unknown setting (did you mean IG_GATE_BUNDLE__PATH?)"
+    with pytest.raises(ConfigError, match=r"^IG_GATE_MEMO__SIZZE: unknown setting"):
+        load_settings(None, env={"IG_GATE_MEMO__SIZZE": "10"})
+    with pytest.raises(ConfigError, match=r"^IG_GATE_IDENTITY__STEPUP: names a section, not a setting"):
+        load_settings(None, env={"IG_GATE_IDENTITY__STEPUP": "60"})
+
+
+def test_an_env_value_refused_names_the_variable_and_the_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, env={"IG_GATE_MEMO__SIZE": "-5"})
+    assert str(caught.value) == "IG_GATE_MEMO__SIZE: memo.size: must be >= 1, got -5"
+    with pytest.raises(ConfigError, match=r"^IG_GATE_SERVER__PORT: not a YAML value: "):
+        load_settings(None, env={"IG_GATE_SERVER__PORT": "[8080"})
+
+
+def test_registry_credentials_and_other_non_setting_variables_are_ignored() -> None:
+    env = {
+        "IG_GATE_REGISTRY_USERNAME": "robot",
+        "IG_GATE_REGISTRY_PASSWORD": "s3cret",
+        "IG_GATE_SOMETHING_ELSE": "x",
+        "IG_GATE_FAILURE_MODE": "open",
+    }
+    settings = load_settings(None, env=env)
+    assert settings.failure_mode == "open"
+    assert settings == settings_from_dict({"failure_mode": "open"})
+
+
+def test_env_text_settings_are_verbatim_lists_accept_one_bare_value_and_empty_is_null() -> None:
+    settings = load_settings(None, env={
+        "IG_GATE_IDENTITY__AUDIENCE": "123",
+        "IG_GATE_GEO__TRUSTED_PROXIES": "10.0.0.0/8",
+        "IG_GATE_METRICS__TENANTS": "[acme, globex]",
+        "IG_GATE_BUNDLE__PATH": "",
+        "IG_GATE_SERVER__GC_FREEZE": "false",
+    })
+    assert settings.identity.audience == "123"
+    assert settings.geo.trusted_proxies == ("10.0.0.0/8",)
+    assert settings.metrics.tenants == ("acme", "globex")
+    assert settings.bundle.path is None
+    assert settings.server.gc_freeze is False
+
+
+def test_command_line_overrides_win_and_are_validated_by_the_schema(tmp_path: Path) -> None:
+    config = _write(tmp_path, "server: {port: 9000}\n")
+    env = {"IG_GATE_SERVER__PORT": "9001"}
+    settings = load_settings(config, env=env, overrides={"server": {"port": 9002}})
+    assert settings.server.port == 9002
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={}, overrides={"server": {"port": 0}})
+    assert str(caught.value) == "server.port: must be >= 1, got 0"
+
+
+def test_relative_paths_of_every_path_setting_resolve_against_the_file(tmp_path: Path) -> None:
+    config = _write(tmp_path, "decision_log: {path: logs/d.jsonl}\nssf: {transmitter_jwks: keys/ssf.json}\n"
+                              "identity: {jwks_ca_file: ca.pem}\nbundle: {remote_opa_url: http://pdp:8181}\n")
+    settings = load_settings(config, env={})
+    assert settings.decision_log.path == str(tmp_path / "logs/d.jsonl")
+    assert settings.ssf.transmitter_jwks == str(tmp_path / "keys/ssf.json")
+    assert settings.identity.jwks_ca_file == str(tmp_path / "ca.pem")
+    assert settings.bundle.remote_opa_url == "http://pdp:8181"
+
+
+def test_file_settings_must_exist_at_startup_and_urls_are_not_checked(tmp_path: Path) -> None:
+    (tmp_path / "idp.json").write_text("{}")
+    ok = settings_from_dict({"identity": {"jwks": str(tmp_path / "idp.json")},
+                             "device": {"attestation_jwks": "https://mdm.example.test/jwks.json"}})
+    check_files(ok)
+    missing = settings_from_dict({"geo": {"database": str(tmp_path / "nope.mmdb")}})
+    with pytest.raises(ConfigError) as caught:
+        check_files(missing)
+    assert str(caught.value) == f"geo.database: no such file: {tmp_path / 'nope.mmdb'}"
+
+
+def test_no_message_names_a_python_class(tmp_path: Path) -> None:
+    classes = {name for name, value in vars(settings_module).items() if isinstance(value, type)}
+    classes |= {"int", "str", "float", "bool", "dict", "tuple", "NoneType", "object", "array", "null`"}
+    bad_inputs = [
+        {"memo": {"size": "big"}}, {"memo": {"enabled": 1}}, {"memo": []}, {"geo": {"trusted_proxies": 5}},
+        {"geo": {"trusted_proxies": [1]}}, {"bundle": {"path": 1}}, {"rollout": {"stages": "all"}},
+        {"identity": {"stepup": {"max_age": None}}}, {"server": {"port": 1.5}}, {"failure_mode": None},
+        {"identity": {"algorithms": ["ES256", "none"]}},
+    ]
+    for raw in bad_inputs:
+        with pytest.raises(ConfigError) as caught:
+            settings_from_dict(raw)
+        words = set(re.findall(r"[A-Za-z_`]+", str(caught.value)))
+        assert not words & classes, (raw, str(caught.value))
+        assert "`" not in str(caught.value), str(caught.value)
