@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEBS_TEST := docker-registry nginx chromium wrk redis-server prometheus
 DEMO_PORT ?= 8080
 
-.PHONY: help venv deps-debian deps-node demo test lint bench bench-micro clean
+.PHONY: help venv deps-debian deps-node demo test lint bench bench-micro fuzz clean
 
 help:
 	@echo "make demo         build + sign the example bundle with a fresh dev key, serve a protected demo GraphQL app"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint         ruff"
 	@echo "make bench        side-by-side overhead benchmark (bare vs protected), writes bench/results/"
 	@echo "make bench-micro  pytest-benchmark micro-benchmarks"
+	@echo "make fuzz         run each fuzz harness (fuzz/) FUZZ_SECONDS (default 60), growing fuzz/corpus/"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -52,6 +53,14 @@ bench: venv deps-debian
 
 bench-micro: venv
 	$(BIN)/python -m pytest -q bench --benchmark-only
+
+# Coverage-guided fuzzing (atheris): each harness in turn, its corpus grown then minimised in the repo; a
+# finding stops the run, saved as fuzz/findings/<target>-crash-<sha1>. `make test` runs a 2 s smoke of each.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+
+fuzz: venv
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache .benchmarks
