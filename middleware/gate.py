@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from ig_gate.bundles.errors import BundleError, PolicyEvalError
 from ig_gate.bundles.pin import Pin
 from ig_gate.bundles.policy import PolicySnapshot, PolicySource, StaticPolicySource
+from ig_gate.bundles.rollback import check_min_version
 from ig_gate.bundles.rollout import RolloutController
 from ig_gate.bundles.signing import VerificationKey
 from ig_gate.bundles.verify import VerifyOptions
@@ -614,7 +615,9 @@ def _static_policy(settings: Settings) -> tuple[PolicySource, list[str]]:
     try:
         if bundle.path is None:
             raise ConfigError("bundle.path: not set")
-        return StaticPolicySource(bundle.path, verify_options(settings)), []
+        source = StaticPolicySource(bundle.path, verify_options(settings))
+        check_min_version(source.current().verified.version, bundle.min_version, bundle.path)
+        return source, []
     except (BundleError, ConfigError, OSError) as exc:
         reason = f"policy bundle {bundle.path}: {_describe(exc)}"
         log.error("ig-gate has no usable policy (failing %s): %s", settings.failure_mode, reason)
