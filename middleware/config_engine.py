@@ -32,6 +32,7 @@ _AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _TYPE_MISMATCH = re.compile(r"^Expected `[^`]+`, got `[^`]+`$")
 _CONSTRAINT = re.compile(r"^Expected `[^`]+` (?P<rule>.+)$")
+_OWN_CHECK = re.compile(r"^(?P<field>\w+)(?P<indices>(?:\[\d+\])*): (?P<rest>.+)$", re.DOTALL)
 _WORDS = {
     mi.IntType: "an integer",
     mi.FloatType: "a number",
@@ -291,10 +292,10 @@ def _explain(text: str, raw: Mapping[str, Any], root: mi.Type, sources: Sources)
     if rule := _CONSTRAINT.match(message):
         wanted = "not be empty" if rule["rule"] == "of length >= 1" else f"be {rule['rule']}"
         return sources.error(key, f"must {wanted}, got {show(value)}")
-    # a section's own check (__post_init__): "field: what is wrong" names the field
-    name, _, rest = message.partition(": ")
-    if rest and name in fields_of(t):
-        return sources.error((*key, name), rest)
+    # a section's own check (__post_init__): "field: what is wrong" or "field[2]: ..." names the field
+    if (own := _OWN_CHECK.match(message)) and own["field"] in fields_of(t):
+        indices = tuple(int(i) for i in re.findall(r"\d+", own["indices"]))
+        return sources.error((*key, own["field"], *indices), own["rest"])
     return sources.error(key, message)
 
 

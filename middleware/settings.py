@@ -9,8 +9,8 @@ Relative file paths in a YAML file are resolved against the file's directory.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
+import itertools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 import msgspec.inspect
 from msgspec import Meta
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from ig_gate.middleware.config_engine import (
@@ -82,8 +83,10 @@ class BundleSettings:
     require_version: Annotated[
         str | None, Meta(description="PEP 440 specifier the bundle version must satisfy, e.g. `>=2.0,<3`.")
     ] = None
-    # PEP 440 version: the rollback floor even with an empty state_dir (older bundles are always refused)
-    min_version: str | None = None
+    min_version: Annotated[
+        str | None, Meta(description="PEP 440 version: the rollback floor even with an empty state_dir "
+                                     "(older bundles are always refused).")
+    ] = None
     require_digests: Annotated[
         tuple[str, ...], Meta(description="Bundle digests (`sha256:...`) allowed; empty: any signed bundle.")
     ] = ()
@@ -110,6 +113,19 @@ class BundleSettings:
         str | None, Meta(description="Ask this OPA-compatible PDP (http(s)://host[:port]) instead of the "
                                "local engine.")
     ] = None
+
+    def __post_init__(self) -> None:
+        if self.min_version is not None:
+            try:
+                Version(self.min_version)
+            except InvalidVersion:
+                raise ConfigError(f"min_version: not a PEP 440 version: {self.min_version!r}") from None
+        if self.require_version is not None:
+            try:
+                SpecifierSet(self.require_version)
+            except InvalidSpecifier:
+                spec = self.require_version
+                raise ConfigError(f"require_version: not a PEP 440 specifier: {spec!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +190,13 @@ class IdentitySettings:
     ] = "device_id"
     stepup: StepUpSettings = field(default_factory=StepUpSettings)
 
+    def __post_init__(self) -> None:
+        _refuse_alg_none(self.algorithms)
+        for i, origin in enumerate(self.allowed_origins):
+            scheme, sep, host = origin.partition("://")
+            if not (scheme and sep and host) or any(c in host for c in "/?#@ "):
+                raise ConfigError(f"allowed_origins[{i}]: expected scheme://host[:port], got {origin!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceSettings:
@@ -207,6 +230,9 @@ class DeviceSettings:
     audience: Annotated[
         str | None, Meta(description="When set, the attestation's `aud` must name this.")
     ] = None
+
+    def __post_init__(self) -> None:
+        _refuse_alg_none(self.algorithms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,13 +343,27 @@ class SSFSettings:
         tuple[Text, ...], Meta(min_length=1, description="Event algorithms accepted (`none` never is).")
     ] = ("ES256", "RS256")
 
+    def __post_init__(self) -> None:
+        _refuse_alg_none(self.algorithms)
+
 
 @dataclass(frozen=True, slots=True)
 class GraphQLSettings:
     """Where requests are GraphQL: only these paths are classified by their operation type."""
 
-    paths: tuple[str, ...] = ("/graphql",)  # exact paths; everywhere else the HTTP method decides
-    max_document_bytes: int = 65_536  # a longer GraphQL document (or GET query string) is refused 413
+    paths: Annotated[
+        tuple[str, ...], Meta(description="Exact paths whose requests are GraphQL; everywhere else the HTTP "
+                              "method decides.")
+    ] = ("/graphql",)
+    max_document_bytes: Annotated[
+        PositiveInt, Meta(description="Longest GraphQL document (or GET query string) accepted, bytes; a "
+                                       "longer one is refused 413.")
+    ] = 65_536
+
+    def __post_init__(self) -> None:
+        for i, path in enumerate(self.paths):
+            if not path.startswith("/"):
+                raise ConfigError(f"paths[{i}]: every GraphQL path must start with '/', got {path!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +410,10 @@ class ServerSettings:
         bool, Meta(description="At startup complete, gc.collect() then gc.freeze(): full collections "
                          "skip the startup heap.")
     ] = True
+
+    def __post_init__(self) -> None:
+        if self.admin_auth == "token" and not self.admin_token_file:
+            raise ConfigError("admin_token_file: required when admin_auth is token")
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,7 +476,9 @@ def _schema() -> msgspec.inspect.Type:
 def _settings(raw: dict[str, Any], sources: Sources) -> Settings:
     check_keys(raw, _schema(), sources)
     settings = convert(raw, Settings, _schema(), sources)
-    _validate_sections(settings, "")
+    stages = settings.rollout.stages  # across items: left to the RolloutController when built by hand
+    if stages[-1] != 1 or any(a >= b for a, b in itertools.pairwise(stages)):
+        raise sources.error(("rollout", "stages"), f"must be increasing and end with 1.0, got {list(stages)}")
     return settings
 
 
@@ -447,51 +493,6 @@ def check_files(settings: Settings) -> None:
         raise ConfigError(f"{key_text(key)}: no such file: {value}")
 
 
-def _validate_sections(built: Any, where: str) -> None:
-    _validate(built, where)
-    for f in dataclasses.fields(built):
-        value = getattr(built, f.name)
-        if dataclasses.is_dataclass(value):
-            _validate_sections(value, _join(where, f.name))
-
-
-def _validate(built: Any, where: str) -> None:
-    if isinstance(built, Settings) and built.failure_mode not in ("closed", "open"):
-        raise ConfigError(f"{_join(where, 'failure_mode')}: must be 'closed' or 'open'")
-    if isinstance(built, IdentitySettings):
-        if built.default_risk not in RISK_LEVELS:
-            raise ConfigError(f"{_join(where, 'default_risk')}: must be one of {RISK_LEVELS}")
-        if "none" in (a.lower() for a in built.algorithms):
-            raise ConfigError(f"{_join(where, 'algorithms')}: 'none' is never allowed")
-        for i, origin in enumerate(built.allowed_origins):
-            scheme, sep, host = origin.partition("://")
-            if not (scheme and sep and host) or any(c in host for c in "/?#@ "):
-                raise ConfigError(f"{_join(where, 'allowed_origins')}[{i}]: expected scheme://host[:port]")
-    if isinstance(built, GraphQLSettings):
-        if any(not p.startswith("/") for p in built.paths):
-            raise ConfigError(f"{_join(where, 'paths')}: every GraphQL path must start with '/'")
-        if built.max_document_bytes < 1:
-            raise ConfigError(f"{_join(where, 'max_document_bytes')}: must be at least 1")
-    if isinstance(built, BundleSettings) and built.min_version is not None:
-        try:
-            Version(built.min_version)
-        except InvalidVersion:
-            key = _join(where, "min_version")
-            raise ConfigError(f"{key}: not a PEP 440 version: {built.min_version!r}") from None
-    if isinstance(built, ServerSettings):
-        _validate_server(built, where)
-    if isinstance(built, GeoSettings) and built.forwarded_source not in FORWARDED_SOURCES:
-        raise ConfigError(f"{_join(where, 'forwarded_source')}: must be one of {FORWARDED_SOURCES}")
-    if isinstance(built, RolloutSettings) and (
-        not built.stages or any(not 0 < s <= 1 for s in built.stages) or built.stages[-1] != 1
-    ):
-        raise ConfigError(f"{_join(where, 'stages')}: fractions in (0, 1], ending with 1.0")
-
-
-def _validate_server(server: ServerSettings, where: str) -> None:
-    if server.admin_auth == "token" and not server.admin_token_file:
-        raise ConfigError(f"{_join(where, 'admin_token_file')}: required when admin_auth is token")
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+def _refuse_alg_none(algorithms: tuple[str, ...]) -> None:
+    if "none" in (a.lower() for a in algorithms):
+        raise ConfigError("algorithms: 'none' is never allowed")

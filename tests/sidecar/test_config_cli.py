@@ -86,7 +86,8 @@ def test_an_editor_validating_with_the_schema_agrees_with_the_loader(
 ) -> None:
     assert main(["config", "schema"]) == 0
     validator = jsonschema.Draft202012Validator(json.loads(capsys.readouterr().out))
-    deploy = yaml.safe_load((REPO / "deploy" / "ig-gate-config.yaml").read_text())["data"]["ig-gate.yaml"]
+    manifests = yaml.safe_load_all((REPO / "deploy" / "ig-gate-config.yaml").read_text())
+    deploy = next(m for m in manifests if m["metadata"]["name"] == "ig-gate-config")["data"]["ig-gate.yaml"]
     assert list(validator.iter_errors(yaml.safe_load(deploy))) == []
     for bad in ({"memo": {"size": -5}}, {"server": {"port": 0}}, {"rollout": {"sticky_by": "tenat"}},
                 {"identity": {"colour": "red"}}):
