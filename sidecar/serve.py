@@ -15,7 +15,6 @@ SSF (`ssf.transmitter_jwks`) with several workers requires `risk_store.redis_url
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import sys
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING
 from ig_gate.bundles.errors import BundleError
 from ig_gate.geo.errors import GeoError
 from ig_gate.middleware.jwks import JWKSError
-from ig_gate.middleware.settings import ConfigError, Settings, load_settings
+from ig_gate.middleware.settings import ConfigError, Settings, check_files, load_settings
 from ig_gate.sidecar.admin import check_listener
 from ig_gate.sidecar.listeners import serve_listeners
 
@@ -80,10 +79,6 @@ def serve_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(exc)
     server = settings.server
-    if server.workers < 1:
-        return _fail(ConfigError(f"server.workers: must be >= 1, got {server.workers}"))
-    if not 0 < server.port < 65536:
-        return _fail(ConfigError(f"server.port: must be 1-65535, got {server.port}"))
     if server.workers > 1 and settings.ssf.transmitter_jwks and not settings.risk_store.redis_url:
         # risk events are kept per process without Redis: the other workers would never see them
         return _fail(ConfigError(
@@ -130,13 +125,16 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings(args.config)
+    """The file, IG_GATE_* variables, then the command line, all validated by the schema; every file-valued
+    setting must name an existing file."""
     changes = {
         name: value
         for name in ("host", "port", "workers", "upstream", "admin_host", "admin_port")
         if (value := getattr(args, name)) is not None
     }
-    return dataclasses.replace(settings, server=dataclasses.replace(settings.server, **changes))
+    settings = load_settings(args.config, overrides={"server": changes})
+    check_files(settings)
+    return settings
 
 
 def _build(settings: Settings) -> Listeners:
@@ -146,5 +144,6 @@ def _build(settings: Settings) -> Listeners:
 
 
 def _fail(exc: BaseException) -> int:
-    print(f"ig-gate: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    print(f"ig-gate: {first_line}", file=sys.stderr)  # the message names the key; no Python class name
     return USAGE

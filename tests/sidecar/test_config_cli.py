@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import jsonschema
 import pytest
 import yaml
 
 from ig_gate.middleware.config_reference import REGENERATE, markdown
 from ig_gate.sidecar.cli import main
+from tests.middleware.conftest import World
+from tests.support.sidecar import serve_sidecar, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,3 +104,33 @@ def test_config_reference_marks_sidecar_only_sections_and_files(capsys: pytest.C
     assert "## `memo`\n" in text
     row = next(line for line in text.splitlines() if line.startswith("| `jwks`"))
     assert "IG_GATE_IDENTITY__JWKS" in row and "*(file: must exist)*" in row
+
+
+def test_serve_runs_with_the_documented_registry_credential_variables_set(
+    world: World, tmp_path: Path
+) -> None:
+    env = {"IG_GATE_REGISTRY_USERNAME": "robot", "IG_GATE_REGISTRY_PASSWORD": "s3cret"}
+    with serve_sidecar(world.settings(), tmp_path, env=env) as served:
+        assert httpx.get(f"{served.url}/healthz", timeout=10).status_code == 200
+    assert "s3cret" not in served.log.read_text()
+
+
+def test_serve_exits_2_naming_a_file_setting_whose_file_is_missing(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "keys" / "mdm.json"
+    settings = world.settings(device={"attestation_jwks": str(missing)})
+    config = write_config(settings, tmp_path / "ig-gate.yaml")
+    assert main(["serve", "--config", str(config), "--port", "1"]) == 2
+    assert capsys.readouterr().err == f"ig-gate: device.attestation_jwks: no such file: {missing}\n"
+
+
+def test_serve_refuses_an_env_typo_before_anything_is_built(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IG_GATE_BUNDEL__PATH", "/srv/policy.tgz")
+    config = write_config(world.settings(), tmp_path / "ig-gate.yaml")
+    assert main(["serve", "--config", str(config), "--port", "1"]) == 2
+    assert capsys.readouterr().err == (
+        "ig-gate: IG_GATE_BUNDEL__PATH: unknown setting (did you mean IG_GATE_BUNDLE__PATH?)\n"
+    )
