@@ -1,9 +1,10 @@
-"""Typed settings for the gate and the sidecar: one tree, built from a YAML file and `IG_GATE_*` env vars.
+"""Typed settings for the gate and the sidecar: one schema, built from a YAML file and `IG_GATE_*` env vars.
 
-Every setting has a default that works for the demo. Env vars override the file:
-`IG_GATE_IDENTITY__ISSUER=https://idp` sets `identity.issuer` (sections joined by `__`, values parsed
-as YAML scalars, so `IG_GATE_FAILURE_MODE=open` and `IG_GATE_GEO__TRUSTED_PROXIES=[10.0.0.0/8]` work).
-Relative file paths in a YAML file are resolved against the file's directory.
+These dataclasses are the only schema: msgspec validates against them (config_engine.py), the reference
+docs/config.md and `ig-gate config schema` are generated from them (config_reference.py). Every setting
+has a default that works for the demo. `IG_GATE_IDENTITY__ISSUER=https://idp` sets `identity.issuer`,
+`IG_GATE_FAILURE_MODE=open` a top-level key; the exact rule is in config_engine.py and docs/config.md.
+Relative paths in a YAML file are resolved against the file's directory.
 """
 
 from __future__ import annotations
