@@ -4,7 +4,10 @@ On a GraphQL path (`graphql.paths`), a request with a JSON or application/graphq
 first (refused unread when its token does not verify), then its body is buffered (bounded, 413 beyond
 `server.max_body_bytes`) so that the GraphQL operation type can be read, and replayed to the app
 unchanged; every other body streams through untouched (the method decides).
-`exclude_paths` match exactly, or as a prefix when they end in "/".
+Every path is normalised first, and written back into the scope (`path`, `raw_path`): what the gate
+judges, `exclude_paths` match and a proxy forwards is one form; an ambiguous path (dot segments, an
+encoded `/` or `\\`) is refused 400 (middleware/paths.py). `exclude_paths` match exactly, or as a prefix
+when they end in "/", and pass only GET/HEAD/OPTIONS unless an entry names its methods ("POST /hooks/").
 WebSocket connections are decided at connect and refused with a close code (4401/4403/4503) right after
 accept, before the app sees them; on GraphQL paths every operation frame is decided too, and open
 sockets follow their session (middleware/websocket.py). Lifespan passes through; when the app reports
@@ -21,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from ig_gate.middleware.asgi_body import BodyTooLarge, Message, Receive, read_body
+from ig_gate.middleware.decision import BAD_REQUEST, Decision
 from ig_gate.middleware.extract import CONTENT_LENGTH, CONTENT_TYPE, header_map
 from ig_gate.middleware.gate import Gate, GateRequest
 from ig_gate.middleware.graphql import is_graphql_body
+from ig_gate.middleware.paths import AMBIGUOUS_PATH, AmbiguousPath, ExcludedPaths, normalise_scope
 from ig_gate.middleware.responses import Responses
 from ig_gate.middleware.session import Session
 from ig_gate.middleware.settings import Settings, load_settings
-from ig_gate.middleware.websocket import WebSocketGate
+from ig_gate.middleware.websocket import SocketGuard, WebSocketGate
 
 Scope = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
@@ -57,19 +62,21 @@ class ZeroTrustMiddleware:
         self.responses = Responses(gate.settings.identity.stepup)
         self.websockets = WebSocketGate(gate, self.responses)
         self.max_body_bytes = max_body_bytes or gate.settings.server.max_body_bytes
-        excluded = gate.settings.exclude_paths
-        self._excluded = frozenset(p for p in excluded if not p.endswith("/"))
-        self._excluded_prefixes = tuple(p for p in excluded if p.endswith("/"))
+        self._excluded = ExcludedPaths(gate.settings.exclude_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # HTTP is handled here, not in a method: one coroutine less per request
             await self._other(scope, receive, send)
             return
-        path = scope["path"]
-        if self._is_excluded(path):
+        method = scope["method"]
+        try:
+            path = normalise_scope(scope)  # what is matched, judged and forwarded from here on
+        except AmbiguousPath as exc:
+            await self._send_refusal(send, self._ambiguous(self._as_received(scope, method), exc), method)
+            return
+        if self._is_excluded(method, path):
             await self.app(scope, receive, send)
             return
-        method = scope["method"]
         client = scope.get("client")
         headers = header_map(scope["headers"])
         request = GateRequest(method, path, scope["query_string"], headers, client and client[0])
@@ -104,10 +111,19 @@ class ZeroTrustMiddleware:
         else:
             await self._send_refusal(send, decision, method)
 
-    def _is_excluded(self, path: str) -> bool:
-        return path in self._excluded or (
-            bool(self._excluded_prefixes) and path.startswith(self._excluded_prefixes)
-        )
+    def _is_excluded(self, method: str, path: str) -> bool:
+        """Whether `exclude_paths` lets this request through undecided (see middleware/paths.py)."""
+        return self._excluded.match(method, path)
+
+    def _ambiguous(self, request: GateRequest, exc: AmbiguousPath) -> Decision:
+        """The recorded 400 for a path an upstream could resolve differently (reason ambiguous_path)."""
+        return self.gate.refuse(request, BAD_REQUEST, AMBIGUOUS_PATH, str(exc))
+
+    @staticmethod
+    def _as_received(scope: Scope, method: str) -> GateRequest:
+        """The request as the server gave it (its path not normalised), to record its refusal."""
+        peer = client[0] if (client := scope.get("client")) else None
+        return GateRequest(method, scope["path"], scope["query_string"], scope["headers"], peer)
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -119,8 +135,15 @@ class ZeroTrustMiddleware:
             await self.app(scope, receive, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        if self._is_excluded(path):
+        try:
+            path = normalise_scope(scope)
+        except AmbiguousPath as exc:
+            request = self._as_received(scope, "GET")
+            decision = self._ambiguous(request, exc)
+            guard = SocketGuard(self.websockets, request, decision, None, False, receive, send)
+            await guard.run(self.app, scope)  # accepted, then closed with 4400
+            return
+        if self._is_excluded("GET", path):
             await self.app(scope, receive, send)
             return
         guard = self.websockets.connect(scope, receive, send)  # the connect checks and decision

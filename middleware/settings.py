@@ -36,6 +36,7 @@ from ig_gate.middleware.config_engine import (
     read_yaml,
     resolve_paths,
 )
+from ig_gate.middleware.paths import ExcludedPathError, parse_excluded
 
 ENV_PREFIX = "IG_GATE_"
 
@@ -379,6 +380,19 @@ class ServerSettings:
     ] = None
     upstream_timeout_s: Annotated[Seconds, Meta(description="Seconds an upstream answer may take.")] = 30.0
     max_body_bytes: Annotated[PositiveInt, Meta(description="Largest request body read, bytes.")] = 1_048_576
+    client_body_timeout_s: Annotated[
+        Seconds, Meta(description="Reverse proxy: seconds from a request's start within which its body must "
+                      "have fully arrived (else 408). Bodies up to max_body_bytes are read whole before an "
+                      "upstream connection is taken; a larger body streams on after that.")
+    ] = 30.0
+    max_upstream_per_client: Annotated[
+        PositiveInt, Meta(description="Reverse proxy: concurrent upstream exchanges per client address "
+                          "(as geo resolves it, through trusted proxies); beyond it 429 with Retry-After.")
+    ] = 32
+    allow_underscore_headers: Annotated[
+        bool, Meta(description="Reverse proxy: forward client headers with '_' in their names (off, as "
+                   "nginx's underscores_in_headers); never under a name the proxy sets (X_Auth_Subject).")
+    ] = False
     coprocessor_trusted_hops: Annotated[
         NonNegativeInt, Meta(description="Coprocessor payloads carry no peer address: this many rightmost "
                              "X-Forwarded-For / Forwarded entries were appended by our own load balancer(s) "
@@ -438,8 +452,18 @@ class Settings:
                                             "(closed, 503/403) or let requests through (open).")
     ] = "closed"
     exclude_paths: Annotated[
-        tuple[str, ...], Meta(description="Paths the gate lets through undecided.")
+        tuple[str, ...], Meta(description="Paths the gate lets through undecided, matched against the "
+                              "normalised path: '/healthz' exactly, '/public/' (ending in '/') as a prefix. "
+                              "Only GET, HEAD and OPTIONS pass unless the entry names its methods before "
+                              "the path: 'POST /webhooks/', 'GET,POST /hooks/github'.")
     ] = ("/healthz",)
+
+    def __post_init__(self) -> None:
+        for i, entry in enumerate(self.exclude_paths):
+            try:
+                parse_excluded(entry)
+            except ExcludedPathError as exc:
+                raise ConfigError(f"exclude_paths[{i}]: {exc}") from None
 
 
 def load_settings(

@@ -11,7 +11,10 @@ Where the original request is described (first match wins):
 A path-prefixed request (`/authz/...`) is Envoy's and its own method and path are the original's: no
 header can override them. On bare `/authz`, nginx's and Traefik's headers are both read, since each proxy
 passes the client's other headers through (Traefik forwards a client-sent `X-Original-URI`, nginx a
-client-sent `X-Forwarded-Uri`): when the two describe different requests, the answer is 400.
+client-sent `X-Forwarded-Uri`): when the two describe different requests, the answer is 400. The original
+path is normalised as the middleware normalises it (middleware/paths.py): the gate judges the form the
+upstream will resolve, and an ambiguous one (dot segments, an encoded `/` or `\\`) is refused 400 with the
+reason `ambiguous_path`.
 
 The original headers (Authorization, device attestation, X-Forwarded-For...) arrive on the auth request
 itself. The client IP comes from forwarding headers only when the socket peer is a configured trusted
@@ -28,13 +31,15 @@ from urllib.parse import quote
 
 from starlette.routing import BaseRoute, Route
 
-from ig_gate.middleware.decision import Identity
+from ig_gate.middleware.decision import BAD_REQUEST, Identity
 from ig_gate.middleware.gate import GateRequest
 from ig_gate.middleware.graphql import is_graphql_body
+from ig_gate.middleware.paths import AMBIGUOUS_PATH, AmbiguousPath, normalise_path
 from ig_gate.sidecar.asgi_io import BodyTooLarge, Headers, Receive, Scope, Send, read_body, respond
 from ig_gate.sidecar.wiring import Sidecar, SidecarEndpoint
 
 PREFIX = "/authz"
+_PREFIX_SLASH = PREFIX.encode("ascii") + b"/"
 IDENTITY_HEADER_NAMES = (b"x-auth-subject", b"x-auth-tenant", b"x-auth-risk", b"x-auth-decision-id")
 _ESCAPED = frozenset('%\\"')
 _SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in _ESCAPED)
@@ -59,12 +64,19 @@ class ForwardAuth(SidecarEndpoint):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            method, path, query = _original_request(scope)
+            method, raw_path, query = _original_request(scope)
         except AmbiguousRequest as exc:
             await respond(send, *self.responses.http(self.sidecar.malformed(str(exc))))
             return
         peer = client[0] if (client := scope.get("client")) else None
         headers = scope["headers"]
+        try:
+            path = normalise_path(raw_path)  # judged in the form the proxy's upstream resolves
+        except AmbiguousPath as exc:
+            request = GateRequest(method, raw_path.decode("latin-1"), query, headers, peer)
+            refusal = self.gate.refuse(request, BAD_REQUEST, AMBIGUOUS_PATH, str(exc))
+            await respond(send, *self.responses.http(refusal))
+            return
         body = None
         if scope["method"] not in _BODYLESS and _graphql_content(headers):
             try:
@@ -87,14 +99,17 @@ class ForwardAuth(SidecarEndpoint):
 
 
 class AmbiguousRequest(ValueError):
-    """nginx's and Traefik's headers describe different original requests."""
+    """nginx's and Traefik's headers describe different original requests (or Envoy's prefix is encoded)."""
 
 
-def _original_request(scope: Scope) -> tuple[str, str, bytes]:
-    """(method, path, query string) of the request the proxy asks about; AmbiguousRequest when the
+def _original_request(scope: Scope) -> tuple[str, bytes, bytes]:
+    """(method, raw path, query string) of the request the proxy asks about; AmbiguousRequest when the
     nginx and Traefik headers disagree."""
-    if len(scope["path"]) > len(PREFIX):  # Envoy: /authz/<original path>
-        return scope["method"], scope["path"][len(PREFIX) :], scope["query_string"]
+    if len(scope["path"]) > len(PREFIX):  # Envoy: /authz/<original path>, as it was on the request line
+        raw = scope.get("raw_path") or quote(scope["path"]).encode("ascii")
+        if not raw.startswith(_PREFIX_SLASH):  # /%61uthz/...: no raw original path to cut out
+            raise AmbiguousRequest("the /authz prefix is percent-encoded")
+        return scope["method"], raw[len(PREFIX) :], scope["query_string"]
     nginx_method = nginx_uri = traefik_method = traefik_uri = None
     for name, value in scope["headers"]:
         if name == b"x-original-uri":
@@ -113,9 +128,9 @@ def _original_request(scope: Scope) -> tuple[str, str, bytes]:
     uri = nginx_uri if nginx_uri is not None else traefik_uri
     method = nginx_method if nginx_method is not None else traefik_method
     if uri is None:
-        return _method(method, scope), "/", scope["query_string"]
+        return _method(method, scope), b"/", scope["query_string"]
     path, _, query = uri.partition(b"?")
-    return _method(method, scope), path.decode("latin-1") or "/", query
+    return _method(method, scope), path or b"/", query
 
 
 def _method(value: bytes | None, scope: Scope) -> str:

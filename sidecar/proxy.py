@@ -4,17 +4,24 @@ not serve itself goes through ZeroTrustMiddleware, then to the upstream.
 HTTP: a pool of keep-alive HTTP/1.1 connections (sidecar/upstream_pool.py; opened in the app lifespan,
 closed at shutdown; not aiohttp: measured here with wrk, its request and response objects made the
 sidecar spend ~330 µs of CPU per proxied request, this pool ~145 µs, uvicorn and Starlette included;
-bench/proxy_throughput.py). Request and response bodies stream both ways (compressed ones as they are; the
-middleware buffers only GraphQL bodies, to sniff them). The proxy frames the upstream request itself: a
-body that arrived whole goes with its Content-Length, a streamed one with the client's Content-Length or
-chunked. Hop-by-hop headers (Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*,
+bench/proxy_throughput.py). A request body is read first, up to `server.max_body_bytes`, before an
+upstream connection is taken (a client trickling its body holds no pool slot); a larger one then streams
+on. Responses stream (compressed ones as they are). The proxy frames the upstream request itself: a body
+read whole goes with its Content-Length, a streamed one with the client's Content-Length or chunked.
+What one client may hold (sidecar/client_limits.py): its body must have arrived within
+`server.client_body_timeout_s` (else 408), and at most `server.max_upstream_per_client` exchanges per
+client address run at once (else 429 with Retry-After). The request target is the scope's `raw_path`,
+which the middleware has normalised (middleware/paths.py): the upstream resolves what the gate judged.
+Hop-by-hop headers (Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-*,
 every header named in Connection) are dropped both ways, Expect and the upstream's Date too (uvicorn
 sends its own). Upstream requests carry:
 - `Host`: the upstream's own;
 - `X-Forwarded-For`: the client's list with this hop's peer appended;
 - `X-Forwarded-Proto` / `X-Forwarded-Host`: what this hop received (client-sent values are replaced);
 - `X-Auth-Subject` / `-Tenant` / `-Risk` / `-Decision-Id`: the gate's verified identity. Every client-sent
-  `X-Auth-*` header is removed first, so an upstream can trust them.
+  `X-Auth-*` header is removed first, so an upstream can trust them. Client headers with `_` in their
+  names are dropped (nginx's `underscores_in_headers off`; `server.allow_underscore_headers` lets them
+  through, but never one that reads as a header the proxy sets or drops, such as `X_Auth_Subject`).
 Upstream unreachable, closing early or answering malformed HTTP -> 502 JSON; no connection or no data
 within `server.upstream_timeout_s` -> 504 JSON. A request that fails on a reused keep-alive connection
 before any response byte (the upstream closed it while idle) is sent again once on a new connection when
@@ -44,6 +51,7 @@ from ig_gate.middleware.asgi import STATE_KEY, ZeroTrustMiddleware
 from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.settings import ConfigError, Settings
 from ig_gate.sidecar.asgi_io import Headers, Receive, Scope, Send, respond_json
+from ig_gate.sidecar.client_limits import ClientBodyDeadline, ExchangeLimiter, client_address
 from ig_gate.sidecar.forward_auth import identity_headers
 from ig_gate.sidecar.upstream_pool import Connection, Origin, UpstreamError, UpstreamPool, UpstreamTimeout
 
@@ -83,6 +91,9 @@ class ReverseProxy:
         timeout_s: float = 30.0,
         max_connections: int = 256,
         ws_max_message_bytes: int = 1 << 20,
+        buffer_bytes: int = 1 << 20,
+        limiter: ExchangeLimiter | None = None,
+        allow_underscore_headers: bool = False,
     ) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -102,6 +113,9 @@ class ReverseProxy:
         self._timeout_s = timeout_s
         self._max_connections = max_connections
         self._ws_max = ws_max_message_bytes
+        self._buffer_bytes = buffer_bytes
+        self._limiter = limiter or ExchangeLimiter(32)
+        self._underscores = allow_underscore_headers
         self._pool: UpstreamPool | None = None
 
     @contextlib.asynccontextmanager
@@ -128,6 +142,17 @@ class ReverseProxy:
         pool = self._pool
         if pool is None:
             raise RuntimeError("ReverseProxy: the upstream pool is not open (run the app lifespan)")
+        limiter = self._limiter
+        client = limiter.key(scope)
+        if not limiter.enter(client):
+            await limiter.refuse(send)
+            return
+        try:
+            await self._proxy(pool, scope, receive, send)
+        finally:
+            limiter.leave(client)
+
+    async def _proxy(self, pool: UpstreamPool, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             conn = await self._exchange(pool, scope, receive)
         except _ClientGone:
@@ -144,16 +169,14 @@ class ReverseProxy:
             pool.release(conn)
 
     async def _exchange(self, pool: UpstreamPool, scope: Scope, receive: Receive) -> Connection:
-        """Send the request upstream; return the connection once the response head has arrived."""
+        """Read the request body up to the buffer bound (no upstream connection is held meanwhile), then
+        send the request upstream; return the connection once the response head has arrived."""
         method = scope["method"]
         head = self._request_head(scope)
         has_body, length = _request_framing(scope["headers"])
         body, more = b"", False
         if has_body:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise _ClientGone
-            body, more = message.get("body", b""), message.get("more_body", False)
+            body, more = await _buffer_body(receive, self._buffer_bytes)
         retry = method in _IDEMPOTENT and not more  # the request can be sent again as it is
         while True:
             conn = await pool.acquire()
@@ -186,7 +209,7 @@ class ReverseProxy:
             scope.get("raw_path") or urllib.parse.quote(scope["path"]).encode("ascii"),
             b"?" if query else b"", query, b" HTTP/1.1\r\nhost: ", self._host, b"\r\n",
         ]  # fmt: skip
-        for name, value in upstream_headers(scope, dropped=_HTTP_DROPPED):
+        for name, value in upstream_headers(scope, dropped=_HTTP_DROPPED, underscores=self._underscores):
             parts += (name, b": ", value, b"\r\n")
         return b"".join(parts)
 
@@ -214,6 +237,24 @@ class ReverseProxy:
         async with upstream:
             await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
             await _relay(upstream, receive, send)
+
+
+async def _buffer_body(receive: Receive, bound: int) -> tuple[bytes, bool]:
+    """(body so far, whether more follows): the whole body, or the first part once more than `bound`
+    bytes have arrived (the rest then streams). _ClientGone when the client hangs up meanwhile."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+            size += len(chunk)
+        more = message.get("more_body", False)
+        if not more or size > bound:
+            return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), more
 
 
 async def _upload(
@@ -328,15 +369,21 @@ async def _relay(upstream: ClientConnection, receive: Receive, send: Send) -> No
 # -- headers ------------------------------------------------------------------------------------------
 
 
-def upstream_headers(scope: Scope, *, dropped: frozenset[bytes] = HOP_BY_HOP) -> Headers:
+def upstream_headers(
+    scope: Scope, *, dropped: frozenset[bytes] = HOP_BY_HOP, underscores: bool = False
+) -> Headers:
     """The request headers for the upstream (names lower-case, as ASGI servers give them): `dropped`,
     headers named in Connection, Proxy-* and client X-Auth-* removed; X-Forwarded-* set; the gate's
-    identity (scope state) added."""
+    identity (scope state) added. A name with "_" is dropped unless `underscores`, and even then when it
+    reads as one of those with "-" (CGI/WSGI upstreams take X_Auth_Subject for X-Auth-Subject)."""
     forwarded_for: list[bytes] = []
     host = connection = b""
     out: Headers = []
     for name, value in scope["headers"]:
-        if name in _SET_BY_PROXY:
+        if b"_" in name:
+            if underscores and _client_may_send(name.lower().replace(b"_", b"-"), dropped):
+                out.append((name, value))
+        elif name in _SET_BY_PROXY:
             if name == b"x-forwarded-for":
                 forwarded_for.append(value)
             elif name == b"host":
@@ -358,6 +405,11 @@ def upstream_headers(scope: Scope, *, dropped: frozenset[bytes] = HOP_BY_HOP) ->
     if (state := scope.get("state")) and (identity := state.get(STATE_KEY)) is not None:
         out.extend(identity_headers(identity))
     return out
+
+
+def _client_may_send(name: bytes, dropped: frozenset[bytes]) -> bool:
+    """Whether a client header of this (normalised) name goes upstream as the client sent it."""
+    return not (name in _SET_BY_PROXY or name in dropped or name.startswith(_CLIENT_ONLY_PREFIXES))
 
 
 def _response_headers(headers: Headers) -> Headers:
@@ -424,5 +476,12 @@ def proxy_extension(settings: Settings, gate: Gate) -> Extension | None:
     server = settings.server
     if not server.upstream:
         return None
-    proxy = ReverseProxy(server.upstream, timeout_s=server.upstream_timeout_s)
-    return Extension(fallback=ZeroTrustMiddleware(proxy, gate=gate), lifespan=proxy.lifespan)
+    proxy = ReverseProxy(
+        server.upstream,
+        timeout_s=server.upstream_timeout_s,
+        buffer_bytes=server.max_body_bytes,
+        limiter=ExchangeLimiter(server.max_upstream_per_client, client_address(gate.ip_resolver)),
+        allow_underscore_headers=server.allow_underscore_headers,
+    )
+    gated = ClientBodyDeadline(ZeroTrustMiddleware(proxy, gate=gate), server.client_body_timeout_s)
+    return Extension(fallback=gated, lifespan=proxy.lifespan)

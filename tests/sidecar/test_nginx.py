@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,26 +10,16 @@ import pytest
 
 from tests.middleware.conftest import FR_IP, REPO, US_IP, World
 from tests.support.echo_upstream import argv as echo_upstream
+from tests.support.nginx import running_nginx
 from tests.support.procs import free_port, running
 from tests.support.sidecar import serve_sidecar
 
 pytestmark = pytest.mark.integration
 
 
-def nginx_conf(tmp: Path, port: int, sidecar_port: int, upstream_port: int) -> str:
-    return textwrap.dedent(f"""
-        daemon off;
-        master_process off;
-        pid {tmp}/nginx.pid;
-        error_log {tmp}/error.log info;
-        events {{ worker_connections 64; }}
-        http {{
-            access_log off;
-            client_body_temp_path {tmp}/client_body;
-            proxy_temp_path {tmp}/proxy;
-            fastcgi_temp_path {tmp}/fastcgi;
-            uwsgi_temp_path {tmp}/uwsgi;
-            scgi_temp_path {tmp}/scgi;
+def nginx_server(port: int, sidecar_port: int, upstream_port: int) -> str:
+    """The server block: auth_request to ig-gate serve at /authz, then the echo upstream."""
+    return f"""
             server {{
                 listen 127.0.0.1:{port};
                 location = /_authz {{
@@ -57,28 +44,22 @@ def nginx_conf(tmp: Path, port: int, sidecar_port: int, upstream_port: int) -> s
                     proxy_pass http://127.0.0.1:{upstream_port};
                 }}
             }}
-        }}
-    """)
+    """
 
 
 @pytest.fixture(scope="module")
 def nginx(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """nginx -> (auth_request) ig-gate serve, -> echo upstream; yields nginx's base URL."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists():
-        pytest.fail("nginx is not installed (Debian package nginx; `make test` installs it)")
     tmp = tmp_path_factory.mktemp("nginx")
     # nginx on 127.0.0.1 is the trusted proxy that writes X-Forwarded-For
     settings = world.settings(geo={"trusted_proxies": ["127.0.0.1/32"]})
-    upstream_port, port = free_port(), free_port()
+    upstream_port = free_port()
     with (
         serve_sidecar(settings, tmp) as sidecar,
         running(echo_upstream(upstream_port), port=upstream_port, log=tmp / "echo.log", cwd=REPO),
+        running_nginx(tmp, lambda port: nginx_server(port, sidecar.port, upstream_port)) as port,
     ):
-        conf = tmp / "nginx.conf"
-        conf.write_text(nginx_conf(tmp, port, sidecar.port, upstream_port))
-        with running([binary, "-c", str(conf), "-p", str(tmp)], port=port, log=tmp / "nginx.out"):
-            yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
 
 
 def get(

@@ -3,16 +3,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.procs import free_port, running
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def argv(port: int) -> list[str]:
     """The command line that runs this upstream on port (from the repository root)."""
     return [sys.executable, "-m", "tests.support.echo_upstream", str(port)]
+
+
+@contextlib.contextmanager
+def echo_running(workdir: Path) -> Iterator[int]:
+    """This upstream as a process on a free port (log in workdir, stopped by PID); yields the port."""
+    port = free_port()
+    with running(argv(port), port=port, log=workdir / "echo.log", cwd=REPO):
+        yield port
 
 
 class Echo(BaseHTTPRequestHandler):
