@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from ig_gate.middleware import settings as settings_module
+from ig_gate.middleware.config_engine import key_text, leaves, unwrap
 from ig_gate.middleware.settings import ConfigError, check_files, load_settings, settings_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -185,3 +187,9 @@ def test_no_message_names_a_python_class(tmp_path: Path) -> None:
         words = set(re.findall(r"[A-Za-z_`]+", str(caught.value)))
         assert not words & classes, (raw, str(caught.value))
         assert "`" not in str(caught.value), str(caught.value)
+
+
+def test_every_setting_has_a_description_for_the_reference() -> None:
+    root = msgspec.inspect.type_info(settings_module.Settings)
+    undescribed = [key_text(key) for key, f in leaves(root) if not unwrap(f.type)[2].get("description")]
+    assert undescribed == [], "give each a Meta(description=...) in middleware/settings.py"
