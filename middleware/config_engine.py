@@ -41,8 +41,12 @@ _WORDS = {
     mi.NoneType: "null",
     mi.VarTupleType: "a list",
     mi.ListType: "a list",
+    mi.SetType: "a list",
+    mi.FrozenSetType: "a list",
+    mi.DictType: "a mapping",
     mi.DataclassType: "a mapping",
 }
+LIST_TYPES = (mi.VarTupleType, mi.ListType, mi.SetType, mi.FrozenSetType)
 
 
 class ConfigError(ValueError):
@@ -91,7 +95,7 @@ def type_at(root: mi.Type, key: Key) -> mi.Type | None:
         if isinstance(base, mi.UnionType):
             base = next((unwrap(u)[0] for u in base.types if not isinstance(u, mi.NoneType)), None)
         if isinstance(part, int):
-            t = base.item_type if isinstance(base, mi.VarTupleType | mi.ListType) else None
+            t = base.item_type if isinstance(base, LIST_TYPES) else None
         else:
             f = fields_of(base).get(part) if base is not None else None
             t = f.type if f is not None else None
@@ -230,7 +234,7 @@ def _env_value(name: str, text: str, t: mi.Type) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{name}: not a YAML value: {getattr(exc, 'problem', None) or exc}") from None
-    if isinstance(base, mi.VarTupleType | mi.ListType) and not isinstance(value, list):
+    if isinstance(base, LIST_TYPES) and not isinstance(value, list):
         value = [value]
     return value
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 
-from ig_gate.middleware.config_engine import fields_of, key_text, path_kind, unwrap
+from ig_gate.middleware.config_engine import LIST_TYPES, fields_of, key_text, path_kind, unwrap
 from ig_gate.middleware.settings import ENV_PREFIX, Settings
 
 REGENERATE = "ig-gate config reference > docs/config.md"
@@ -133,9 +133,11 @@ def type_label(t: mi.Type) -> str:
     if isinstance(base, mi.LiteralType):
         return " or ".join(f"'{v}'" for v in base.values)
     bounds = [f"{word} {limit}" for attr, word in _BOUNDS if (limit := getattr(base, attr, None)) is not None]
-    if isinstance(base, mi.VarTupleType | mi.ListType):
+    if isinstance(base, LIST_TYPES):
         label = f"list of {type_label(base.item_type)}"
         bounds = [f"at least {base.min_length}"] if base.min_length else []
+    elif isinstance(base, mi.DictType):
+        label = f"mapping of {type_label(base.key_type)} to {type_label(base.value_type)}"
     elif isinstance(base, mi.StrType) and base.min_length == 1:
         label, bounds = "non-empty string", []
     else:
