@@ -58,10 +58,14 @@ def _served(world: World, tmp: Path, upstream_port: int, **server: Any) -> Any:
 
 
 def _upload_head(
-    world: World, served: Served, length: int, content_type: str = "application/octet-stream"
+    world: World,
+    served: Served,
+    length: int,
+    target: str = "/upload",
+    content_type: str = "application/octet-stream",
 ) -> bytes:
     return (
-        f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n"
+        f"POST {target} HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n"
         f"Authorization: Bearer {world.token(risk='low', sub='trickler')}\r\n"
         f"X-Device-Attestation: {world.attestation('managed', sub='trickler')}\r\n"
         f"X-Forwarded-For: {TRICKLER_IP}\r\n"
@@ -141,13 +145,16 @@ def _read_response(sock: socket.socket) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("content_type", ["application/octet-stream", "application/json"])
-def test_a_body_that_has_not_arrived_within_the_deadline_gets_408(world, tmp_path, echo_port, content_type):
-    # octet-stream: read by the proxy; JSON: read by the gate to sniff the GraphQL operation
+# an upload is read by the proxy; JSON on the GraphQL path by the gate, to classify the operation
+SLOW_BODIES = [("/upload", "application/octet-stream"), ("/graphql", "application/json")]
+
+
+@pytest.mark.parametrize(("target", "kind"), SLOW_BODIES)
+def test_a_body_that_has_not_arrived_within_the_deadline_gets_408(world, tmp_path, echo_port, target, kind):
     with _served(world, tmp_path, echo_port, client_body_timeout_s=1.0) as served:
         with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
             started = time.monotonic()
-            sock.sendall(_upload_head(world, served, 100, content_type) + b"{")
+            sock.sendall(_upload_head(world, served, 100, target, kind) + b"{")
             answer = _read_response(sock)  # the sidecar closes the connection after its answer
             elapsed = time.monotonic() - started
         assert _timed_get(world, served, "/echo")[0] == 200  # the proxy is fine
