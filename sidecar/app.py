@@ -1,6 +1,6 @@
 """The sidecar service: two listeners (client and admin) around one Gate, in one process.
 
-`create_app` returns a `Listeners` app: uvicorn serves it on two sockets (see sidecar/serve.py), and a
+`create_app` returns one app for both: uvicorn serves it on two sockets (sidecar/listeners.py), and a
 connection accepted on `server.admin_port` goes to the admin app, every other to the client app.
 
 - Client app (the port clients, the gateway and the IdP reach): the routes of the configured mode.
@@ -61,7 +61,7 @@ def create_app(
     *,
     policy: PolicyWiring | None = None,
     extensions: Sequence[Extension] = (),
-) -> Listeners:
+) -> SidecarApp:
     """The sidecar's two listener apps for `settings`; builds the gate and its policy source unless a
     gate is given (`policy` then describes that gate's source for the ops endpoints)."""
     if gate is None:
@@ -99,36 +99,23 @@ def create_app(
         app.router.default = fallbacks[0]
         app.set_fallback(fallbacks[0], routes)
     app.state.sidecar = sidecar
-    return Listeners(app, guarded, settings.server.admin_port)
-
-
-class Listeners:
-    """The ASGI app of `ig-gate serve`'s two sockets: a connection accepted on `admin_port` (the local
-    port in `scope["server"]`, set by the server from the socket, never from a header) goes to `admin`;
-    every other connection, the lifespan included, to `client`."""
-
-    def __init__(self, client: SidecarApp, admin: ASGIApp, admin_port: int) -> None:
-        self.client = client
-        self.admin = admin
-        self.admin_port = admin_port
-        self.state = client.state  # `.state.sidecar`: the shared Sidecar
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        server = scope.get("server")
-        if server is not None and server[1] == self.admin_port and scope["type"] != "lifespan":
-            await self.admin(scope, receive, send)
-            return
-        await self.client(scope, receive, send)
+    app.set_admin(guarded, settings.server.admin_port)
+    return app
 
 
 class SidecarApp(Starlette):
-    """Starlette, except that a path no sidecar route can match goes straight to the fallback (the
-    reverse proxy): routing and Starlette's exception middlewares cost ~50 µs per proxied request.
-    A path that starts like a sidecar route still goes through the router (and, unmatched, to the
-    fallback from there)."""
+    """The ASGI app of both listeners. A connection accepted on the admin port (the local port in
+    `scope["server"]`, which the server takes from the socket, never from a header) goes to the admin
+    app; every other one, and the lifespan, to this Starlette app of the client routes.
+
+    A client path no sidecar route can match goes straight to the fallback (the reverse proxy): routing
+    and Starlette's exception middlewares cost ~50 µs per proxied request. A path that starts like a
+    sidecar route still goes through the router (and, unmatched, to the fallback from there)."""
 
     _fallback: ASGIApp | None = None
     _own_prefixes: tuple[str, ...] = ()
+    _admin: ASGIApp | None = None
+    _admin_port: int = -1
 
     def set_fallback(self, fallback: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self._fallback = fallback
@@ -136,26 +123,31 @@ class SidecarApp(Starlette):
             getattr(route, "path", "/").split("{", 1)[0] or "/" for route in routes
         )
 
+    def set_admin(self, admin: ASGIApp, port: int) -> None:
+        self._admin = admin
+        self._admin_port = port
+
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if (
-            self._fallback is not None
-            and scope["type"] != "lifespan"
-            and not scope["path"].startswith(self._own_prefixes)
-        ):
-            scope["app"] = self
-            await self._fallback(scope, receive, send)
-            return
+        if scope["type"] != "lifespan":
+            server = scope.get("server")
+            if server is not None and server[1] == self._admin_port and self._admin is not None:
+                await self._admin(scope, receive, send)
+                return
+            if self._fallback is not None and not scope["path"].startswith(self._own_prefixes):
+                scope["app"] = self
+                await self._fallback(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
-def build_app(settings: Settings, factories: Sequence[ExtensionFactory] = EXTENSIONS) -> Listeners:
+def build_app(settings: Settings, factories: Sequence[ExtensionFactory] = EXTENSIONS) -> SidecarApp:
     """The full sidecar for `settings`: gate, policy source and every configured extension."""
     gate, policy = wire(settings)
     extensions = [e for factory in factories if (e := factory(settings, gate)) is not None]
     return create_app(settings, gate, policy=policy, extensions=extensions)
 
 
-def app_from_env() -> Listeners:
+def app_from_env() -> SidecarApp:
     """The uvicorn factory `ig_gate.sidecar.app:app_from_env` (one app per worker process); the config
     path comes from $IG_SIDECAR_CONFIG."""
     return build_app(load_settings(os.environ.get(CONFIG_ENV) or None))

@@ -2,7 +2,7 @@
 
 Both sockets (the client's `server.host:port` and the admin `server.admin_host:admin_port`) are bound
 here, before anything serves, and handed to uvicorn: one process (or each of `--workers N`) serves both
-with one app and one gate; `sidecar.app.Listeners` sends each connection to the client or the admin app
+with one app and one gate; `sidecar.app.SidecarApp` sends each connection to the client or the admin app
 by the local port it was accepted on. With N workers every worker accepts on both sockets, so any of
 them answers /metrics, aggregated from all of them (prometheus-client multiprocess mode).
 """

@@ -30,7 +30,7 @@ from ig_gate.sidecar.admin import check_listener
 from ig_gate.sidecar.listeners import serve_listeners
 
 if TYPE_CHECKING:
-    from ig_gate.sidecar.app import Listeners
+    from ig_gate.sidecar.app import SidecarApp
 
 USAGE = 2
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -137,7 +137,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _build(settings: Settings) -> Listeners:
+def _build(settings: Settings) -> SidecarApp:
     from ig_gate.sidecar.app import build_app  # imported here: the CLI's other commands stay light
 
     return build_app(settings)

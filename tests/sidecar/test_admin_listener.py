@@ -5,6 +5,8 @@ JWTs by scope) holds; a non-loopback admin listener without auth refuses to star
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from tests.middleware.conftest import REPO, US_IP, World
 from tests.sidecar.conftest import ADMIN
 from tests.support.echo_upstream import argv as echo_upstream
 from tests.support.procs import free_port, running
-from tests.support.sidecar import Served, serve_sidecar, write_config
+from tests.support.sidecar import IG_GATE, Served, serve_sidecar, write_config
 
 LOOPBACK_IS_A_PROXY = {"trusted_proxies": ["127.0.0.1/32"]}  # the test client stands in for a proxy
 FORGED = {"input": {"tenant": "acme", "session": {"subject": "mallory", "acr": "mfa", "auth_age_s": 1},
@@ -237,3 +239,25 @@ def test_bad_token_files_are_one_line_errors_that_never_show_the_token(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "server.admin_token_file" in err and problem in err
     assert READ_TOKEN not in err
+
+
+def test_serve_help_describes_both_listeners_and_the_admin_auth_keys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("Client listener", "Admin listener", "127.0.0.1:8182", "/v1/data", "/metrics",
+                  "server.admin_auth", "server.admin_token_file", "--admin-port", "refuses to start"):
+        assert words in text
+
+
+def test_an_admin_port_that_cannot_be_bound_exits_3_before_serving(world: World, tmp_path: Path) -> None:
+    config = write_config(world.settings(), tmp_path / "ig-gate.yaml")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        argv = [str(IG_GATE), "serve", "--config", str(config), "--port", str(free_port()),
+                "--admin-port", str(busy)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and "Address already in use" in done.stderr
