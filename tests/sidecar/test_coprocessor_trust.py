@@ -54,7 +54,9 @@ def test_trusted_proxies_right_of_the_client_are_skipped_once_a_hop_is_trusted(
 ) -> None:
     # client -> load balancer (appends the client) -> internal proxy 10.0.0.9 (appends the LB) -> Router
     client = make_sidecar(server={"coprocessor_trusted_hops": 1})  # geo.trusted_proxies: 10.0.0.0/8
-    payload = with_caller(ROUTER_REQUEST, world.token(sub="copro-tier"), ip=f"{FR_IP}, {DE_IP}, 10.0.0.9")
+    managed = world.attestation("managed", sub="copro-tier")  # allowed whether the POST reads or writes
+    payload = with_caller(ROUTER_REQUEST, world.token(sub="copro-tier"), ip=f"{FR_IP}, {DE_IP}, 10.0.0.9",
+                          x_device_attestation=managed)
     answer = client.post(PATH, json=payload).json()
     assert answer["control"] == "continue"
     assert answer["context"]["entries"][IDENTITY_KEY]["country"] == "DE"
