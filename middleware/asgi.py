@@ -25,7 +25,7 @@ from typing import Any
 
 from ig_gate.middleware.asgi_body import BodyTooLarge, Message, Receive, read_body
 from ig_gate.middleware.decision import BAD_REQUEST, Decision
-from ig_gate.middleware.extract import CONTENT_LENGTH, CONTENT_TYPE, header_map
+from ig_gate.middleware.extract import CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, HeaderMap, header_map
 from ig_gate.middleware.gate import Gate, GateRequest
 from ig_gate.middleware.graphql import is_graphql_body
 from ig_gate.middleware.paths import AMBIGUOUS_PATH, AmbiguousPath, ExcludedPaths, normalise_scope
@@ -40,6 +40,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 STATE_KEY = "ig_gate"
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+# a refused request's unread body up to this size is drained by the server (keep-alive); a larger one, or
+# one of unknown length, closes the connection instead: refusing never costs more than this to receive
+_DRAINED_BYTES = 65_536
 
 
 class ZeroTrustMiddleware:
@@ -91,14 +94,13 @@ class ZeroTrustMiddleware:
             # authenticate before the body is read: a request whose token does not verify is refused unread
             session = self.gate.authenticate(request)
             if type(session) is not Session:
-                await self._send_refusal(send, session, method)
+                await self._send_refusal(send, session, method, _large_unread_body(headers))
                 return
             try:
                 body = await read_body(receive, self.max_body_bytes, headers.get(CONTENT_LENGTH))
             except BodyTooLarge:
-                await self._send_refusal(
-                    send, self.gate.refuse_too_large(request, self.max_body_bytes), method
-                )
+                refusal = self.gate.refuse_too_large(request, self.max_body_bytes)
+                await self._send_refusal(send, refusal, method, close=True)
                 return
             if body is None:  # the client went away while sending
                 return
@@ -109,7 +111,8 @@ class ZeroTrustMiddleware:
             _set_identity(scope, decision)
             await self.app(scope, receive, send)
         else:
-            await self._send_refusal(send, decision, method)
+            close = request.body is None and _large_unread_body(headers)
+            await self._send_refusal(send, decision, method, close)
 
     def _is_excluded(self, method: str, path: str) -> bool:
         """Whether `exclude_paths` lets this request through undecided (see middleware/paths.py)."""
@@ -151,8 +154,12 @@ class ZeroTrustMiddleware:
             _set_identity(scope, guard.decision)
         await guard.run(self.app, scope)  # the refusal, or the app with every operation frame decided
 
-    async def _send_refusal(self, send: Send, decision: Any, method: str) -> None:
+    async def _send_refusal(self, send: Send, decision: Any, method: str, close: bool = False) -> None:
+        """The refusal response; `close`: end the connection after it (a large body is left unread, and
+        the server would otherwise receive and discard it all to keep the connection alive)."""
         status, headers, body = self.responses.http(decision)
+        if close:
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
@@ -167,6 +174,14 @@ class ZeroTrustMiddleware:
             await send(message)
 
         return lifespan_send
+
+
+def _large_unread_body(headers: HeaderMap) -> bool:
+    """Whether the request announces a body larger than _DRAINED_BYTES, or one of unknown length."""
+    length = headers.get(CONTENT_LENGTH)
+    if length is None:
+        return TRANSFER_ENCODING in headers
+    return not length.isdigit() or int(length) > _DRAINED_BYTES
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

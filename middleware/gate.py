@@ -88,6 +88,7 @@ class GateRequest(NamedTuple):
     body: bytes | None = None
     is_websocket: bool = False
     operation: str | None = None  # a GraphQL operation sent over an open WebSocket (its type decides)
+    graphql: bool = False  # a GraphQL request whatever its path (the Apollo Router coprocessor)
 
 
 @dataclass(slots=True)
@@ -262,7 +263,8 @@ class Gate:
 
     def _run(self, request: GateRequest, session: Session | None, whole: bool) -> Decision | Session:
         started = time.perf_counter()
-        trace = _Trace(request.is_websocket or self.classifier.is_graphql(request.path), session=session)
+        graphql = request.graphql or request.is_websocket or self.classifier.is_graphql(request.path)
+        trace = _Trace(graphql, session=session)
         try:
             decision = self._decide(request, trace, whole)
             if type(decision) is Session:
@@ -292,7 +294,7 @@ class Gate:
 
     def refuse_too_large(self, request: GateRequest, limit: int) -> Decision:
         """The (recorded) decision for a request whose body exceeds `limit` bytes."""
-        trace = _Trace(self.classifier.is_graphql(request.path), profile="ingest")
+        trace = _Trace(request.graphql or self.classifier.is_graphql(request.path), profile="ingest")
         decision = self._refusal(TOO_LARGE, "body_too_large", f"request body exceeds {limit} bytes", trace)
         self._record(decision, trace, 0.0, request)
         return decision

@@ -173,7 +173,8 @@ def _gate_request(payload: Mapping[str, Any], string_body: bool) -> GateRequest:
     if not isinstance(method, str) or not isinstance(target, str):
         raise PayloadError("method and path: must be strings")
     path, _, query = target.partition("?")
-    return GateRequest(method.upper(), path or "/", query, headers, None, raw_body)
+    # the Router's endpoint is GraphQL whatever its path: the operation type is read from the body
+    return GateRequest(method.upper(), path or "/", query, headers, None, raw_body, graphql=True)
 
 
 def _headers(raw: Any) -> list[tuple[bytes, bytes]]:

@@ -18,8 +18,10 @@ reason `ambiguous_path`.
 
 The original headers (Authorization, device attestation, X-Forwarded-For...) arrive on the auth request
 itself. The client IP comes from forwarding headers only when the socket peer is a configured trusted
-proxy (`geo.trusted_proxies`), as for the middleware. A body is read only when the proxy forwards one
-(Envoy `with_request_body`, Traefik `forwardBody`) and it is JSON/GraphQL, to sniff the operation type.
+proxy (`geo.trusted_proxies`), as for the middleware. The original path decides, as in the middleware,
+whether the request is GraphQL (`graphql.paths`; elsewhere the method decides). A body is read only when
+the proxy forwards one (Envoy `with_request_body`, Traefik `forwardBody`), the original path is a GraphQL
+path, the body is JSON/GraphQL, and the bearer token has verified (a bad token is refused unread).
 
 Answers: 200 with `X-Auth-Subject`, `X-Auth-Tenant`, `X-Auth-Risk`, `X-Auth-Decision-Id`; refusals as the
 middleware sends them (401 + `WWW-Authenticate`, 403, 400, 413, 503) with a JSON body.
@@ -31,10 +33,12 @@ from urllib.parse import quote
 
 from starlette.routing import BaseRoute, Route
 
-from ig_gate.middleware.decision import BAD_REQUEST, Identity
+from ig_gate.middleware.decision import BAD_REQUEST, Decision, Identity
+from ig_gate.middleware.extract import CONTENT_TYPE, header_map, text
 from ig_gate.middleware.gate import GateRequest
 from ig_gate.middleware.graphql import is_graphql_body
 from ig_gate.middleware.paths import AMBIGUOUS_PATH, AmbiguousPath, normalise_path
+from ig_gate.middleware.session import Session
 from ig_gate.sidecar.asgi_io import BodyTooLarge, Headers, Receive, Scope, Send, read_body, respond
 from ig_gate.sidecar.wiring import Sidecar, SidecarEndpoint
 
@@ -69,31 +73,41 @@ class ForwardAuth(SidecarEndpoint):
             await respond(send, *self.responses.http(self.sidecar.malformed(str(exc))))
             return
         peer = client[0] if (client := scope.get("client")) else None
-        headers = scope["headers"]
+        headers = header_map(scope["headers"])
         try:
             path = normalise_path(raw_path)  # judged in the form the proxy's upstream resolves
         except AmbiguousPath as exc:
             request = GateRequest(method, raw_path.decode("latin-1"), query, headers, peer)
-            refusal = self.gate.refuse(request, BAD_REQUEST, AMBIGUOUS_PATH, str(exc))
-            await respond(send, *self.responses.http(refusal))
+            await self._refuse(scope, send, self.gate.refuse(request, BAD_REQUEST, AMBIGUOUS_PATH, str(exc)))
             return
-        body = None
-        if scope["method"] not in _BODYLESS and _graphql_content(headers):
+        request = GateRequest(method, path, query, headers, peer)
+        session = None
+        if (
+            scope["method"] not in _BODYLESS
+            and self.gate.classifier.is_graphql(path)
+            and is_graphql_body(text(headers.get(CONTENT_TYPE)) or "")
+        ):
+            session = self.gate.authenticate(request)  # before the body is read
+            if type(session) is not Session:
+                await self._refuse(scope, send, session)
+                return
             try:
                 body = await read_body(receive, self.max_body_bytes)
             except BodyTooLarge:
-                request = GateRequest(method, path, query, headers, peer)
-                decision = self.gate.refuse_too_large(request, self.max_body_bytes)
-                await respond(send, *self.responses.http(decision))
+                await self._refuse(scope, send, self.gate.refuse_too_large(request, self.max_body_bytes))
                 return
             if body is None:
                 return
-        decision = self.gate.decide(GateRequest(method, path, query, headers, peer, body))
+            request = GateRequest(method, path, query, headers, peer, body)
+        decision = self.gate.decide(request, session)
         if decision.passes:
             identity = decision.identity
             out = identity_headers(identity) if identity is not None else []
             await respond(send, 200, [(b"cache-control", b"no-store"), *out], b"")
             return
+        await self._refuse(scope, send, decision)
+
+    async def _refuse(self, scope: Scope, send: Send, decision: Decision) -> None:
         status, out_headers, payload = self.responses.http(decision)
         await respond(send, status, out_headers, b"" if scope["method"] == "HEAD" else payload)
 
@@ -137,13 +151,6 @@ def _method(value: bytes | None, scope: Scope) -> str:
     if value is None:
         return scope["method"]
     return value.decode("latin-1").strip().upper() or scope["method"]
-
-
-def _graphql_content(headers: Headers) -> bool:
-    for name, value in headers:
-        if name == b"content-type":
-            return is_graphql_body(value.decode("latin-1"))
-    return False
 
 
 def routes(sidecar: Sidecar) -> list[BaseRoute]:

@@ -160,6 +160,7 @@ def test_supergraph_request_sets_each_required_policy_from_rego(post: Any, world
     payload["context"]["entries"][POLICIES_KEY] = {
         "read_profile": None, "admin": None, "billing": None, "no_such_policy": None
     }
+    payload["body"]["operationName"] = "Long"  # the example names an operation its document lacks
     answer = post(payload).json()
     assert answer["control"] == "continue" and answer["stage"] == "SupergraphRequest"
     assert "id" not in answer  # the example has no id: nothing invented
@@ -188,6 +189,7 @@ def test_supergraph_policies_follow_the_input_purpose_and_step_up(post: Any, wor
 def test_supergraph_request_refused_breaks_with_an_object_body(post: Any, world: Any) -> None:
     payload = with_caller(SUPERGRAPH_REQUEST, world.token(risk="high", sub="copro-sg-high"))
     payload["context"]["entries"][POLICIES_KEY] = {"read_profile": None}
+    payload["body"]["operationName"] = "Long"
     answer = post(payload).json()
     assert answer["control"] == {"break": 403}
     assert answer["body"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"  # an object, not a string

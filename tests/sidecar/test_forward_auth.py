@@ -37,14 +37,17 @@ def test_nginx_allowed_request_gets_200_with_identity_headers(authz: Any, world:
 
 
 def test_nginx_original_method_and_uri_are_what_the_policy_sees(authz: Any, world: Any) -> None:
-    # unmanaged device: a GraphQL query read is allowed, a mutation in the original URI needs step-up
+    # unmanaged device: a GraphQL query read is allowed; a mutation in the original URI of a GET is
+    # refused 405 (GraphQL over HTTP), and a POST to the GraphQL path without its body is a write
     base = caller(world, "fa-method", posture="unmanaged")
     read = authz.get("/authz", headers={**base, "x-original-uri": QUERY_URI, "x-original-method": "GET"})
     assert read.status_code == 200
     mutation = "/graphql?query=mutation%7Brename%7Bid%7D%7D"
     write = authz.get("/authz", headers={**base, "x-original-uri": mutation, "x-original-method": "GET"})
-    assert write.status_code == 401
-    assert 'error="insufficient_user_authentication"' in write.headers["www-authenticate"]
+    assert write.status_code == 405 and write.headers["allow"] == "POST"
+    post = authz.get("/authz", headers={**base, "x-original-uri": "/graphql", "x-original-method": "POST"})
+    assert post.status_code == 401
+    assert 'error="insufficient_user_authentication"' in post.headers["www-authenticate"]
 
 
 def test_traefik_forwarded_method_and_uri(authz: Any, world: Any) -> None:
