@@ -46,6 +46,8 @@ def expiry_instant(expires: Expiry) -> dt.datetime:
     """The UTC instant at which a bundle expires; a bare date expires at the end of that day UTC."""
     if isinstance(expires, dt.datetime):
         return expires
+    if expires == dt.date.max:  # the day after does not exist: the bundle expires at the end of time
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
     return dt.datetime.combine(expires + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+
 import pytest
 
 from ig_gate.bundles.archive import pack, read_bundle
 from ig_gate.bundles.errors import BundleFormatError
 from ig_gate.bundles.filehash import file_digest
+from ig_gate.bundles.manifest import Manifest, expiry_instant
+from ig_gate.bundles.verify import VerifyOptions, verify_bundle
 
 REGO = {"ig/zt.rego": b"package ig.zt\n"}
 
@@ -43,3 +48,15 @@ def test_every_structured_file_of_an_accepted_bundle_hashes():
     assert {name: len(file_digest(name, body)) for name, body in bundle.files.items()} == dict.fromkeys(
         files, 64
     )
+
+
+@pytest.mark.parametrize("expires", ["9999-12-31", "9999-12-31T23:59:59-23:59"])
+def test_a_bundle_expiring_at_the_end_of_the_calendar_is_not_expired_and_verifies(expires):
+    """fuzz_signatures (with its dictionary): `expires: 9999-12-31` made is_expired, and so verify_bundle,
+    raise OverflowError."""
+    manifest = Manifest.from_json({"expires": expires})
+    assert manifest.is_expired(dt.datetime(2030, 1, 1, tzinfo=dt.UTC)) is False
+    assert expiry_instant(manifest.expires) > dt.datetime(9999, 12, 31, 23, 0, tzinfo=dt.UTC)
+    verified = verify_bundle(pack({**REGO, ".manifest": json.dumps({"expires": expires}).encode()}),
+                             VerifyOptions(key=None))
+    assert verified.bundle.manifest.expires == manifest.expires
