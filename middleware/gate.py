@@ -96,7 +96,7 @@ class _Trace:
     """What decide() learned about one request so far: for refusals, failures and the record."""
 
     graphql: bool
-    profile: str = "read"
+    profile: str | None = None  # set once the request is classified (after authentication)
     session: Session | None = None
     posture: str | None = None
     device_reason: str | None = None  # why a device attestation sent was not used (decision log, metrics)
@@ -306,30 +306,26 @@ class Gate:
         if type(headers) is not HeaderMap:  # the middleware passes one already
             headers = header_map(headers)
         get = headers.get
-        method, content_type = request.method, get(CONTENT_TYPE)
-        media = "" if content_type is None else content_type.decode("latin-1")
-        trace.profile = workload_profile(method, "", UNKNOWN, media, websocket=request.is_websocket)
-        purpose = get(PURPOSE)
-        if purpose is not None:
-            purpose = label(purpose, "X-Purpose header")
         session = trace.session
         if session is None:
             session = self._session(headers, trace)
-            if type(session) is not Session:
-                return session
-            if not whole:
+            if type(session) is not Session or not whole:
                 return session
 
+        method, content_type = request.method, get(CONTENT_TYPE)
+        media = "" if content_type is None else content_type.decode("latin-1")
+        purpose = get(PURPOSE)
+        if purpose is not None:
+            purpose = label(purpose, "X-Purpose header")
         op = UNKNOWN
+        connect = False
         if request.operation is not None:  # classified by the WebSocket guard (middleware/websocket.py)
             op = request.operation
-            trace.profile = workload_profile(method, "", op, media)
         elif request.is_websocket:
-            op = "subscription"
+            op, connect = "subscription", True
         elif trace.graphql:
             op = self.classifier.operation(method, request.query_string, request.body, media)
-            if op != UNKNOWN:
-                trace.profile = workload_profile(method, "", op, media)
+        trace.profile = workload_profile(method, "", op, media, websocket=connect)
         forwarded_for, forwarded = get(X_FORWARDED_FOR), get(FORWARDED)
         client = self.ip_resolver.resolve(
             request.peer,
@@ -506,11 +502,14 @@ class Gate:
     def _record(self, decision: Decision, trace: _Trace, seconds: float, request: GateRequest) -> None:
         session = trace.session
         reasons = decision.reasons
+        profile = trace.profile
+        if profile is None:  # refused before it was classified: the method says what it was
+            profile = _method_profile(request)
         self.metrics.observe_decision(
             decision.outcome,
             reasons[0] if reasons else "ok",
             session.tenant if session is not None else None,
-            trace.profile,
+            profile,
             seconds,
         )
         if self.decision_log is None:
@@ -574,6 +573,13 @@ class Gate:
             self.decision_log.close()
         for key_set in self.key_sets.values():
             key_set.close()
+
+
+def _method_profile(request: GateRequest) -> str:
+    """The workload profile of a request from its method and content type alone (nothing parsed)."""
+    content_type = header_map(request.headers).get(CONTENT_TYPE)
+    media = "" if content_type is None else content_type.decode("latin-1")
+    return workload_profile(request.method, "", UNKNOWN, media, websocket=request.is_websocket)
 
 
 def _identity(trace: _Trace, decision_id: str) -> Identity:

@@ -118,13 +118,20 @@ class Classifier:
         body. Call it only for authenticated requests: what it remembers must not be an attacker's."""
         if not query_string and not body:
             return UNKNOWN
-        digest = hashlib.blake2b(method.encode("latin-1"), digest_size=16)
-        for part in (content_type.encode("latin-1"), query_string, body or b""):
-            if isinstance(part, str):
-                part = part.encode("latin-1")
-            digest.update(len(part).to_bytes(8, "big"))
-            digest.update(part)
-        key = digest.digest()
+        if isinstance(query_string, str):  # the coprocessor's (from JSON): any character
+            query_string = query_string.encode("utf-8", "surrogatepass")
+        body = body or b""
+        method_bytes, media = method.encode("utf-8", "surrogatepass"), content_type.encode("latin-1")
+        sent = b"%d:%s%d:%s%d:%s%s" % (
+            len(method_bytes),
+            method_bytes,
+            len(media),
+            media,
+            len(query_string),
+            query_string,
+            body,
+        )
+        key = hashlib.blake2b(sent, digest_size=16).digest()
         try:
             with self._lock:
                 return self._cache[key]
