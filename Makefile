@@ -35,7 +35,9 @@ deps-debian:
 	fi
 
 deps-node:
-	@if [ -f tests/apollo/package.json ] && [ ! -d tests/apollo/node_modules ]; then \
+	@# installed when missing, and again when package-lock.json is newer than what npm last installed
+	@if [ -f tests/apollo/package.json ] && { [ ! -d tests/apollo/node_modules ] || \
+	  [ tests/apollo/package-lock.json -nt tests/apollo/node_modules/.package-lock.json ]; }; then \
 	  cd tests/apollo && npm install --no-audit --no-fund --silent; fi
 
 demo: venv

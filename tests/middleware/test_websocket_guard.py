@@ -96,14 +96,16 @@ def echo_app(seen: list[dict[str, Any]]) -> Starlette:
     return Starlette(routes=[WebSocketRoute("/graphql", graphql), WebSocketRoute("/raw", raw)])
 
 
-def signed_bundle(world: World, root: Path, name: str, extra_rego: str = "") -> Path:
+def signed_bundle(
+    world: World, root: Path, name: str, extra_rego: str = "", version: str | None = None
+) -> Path:
     """The example policy (plus `extra_rego` appended to ig/zt.rego), signed with the world's bundle key."""
     source = root / name
     shutil.copytree(REPO / "policies", source)
     zt = source / "ig" / "zt.rego"
     zt.write_text(zt.read_text() + extra_rego)
     path = root / f"{name}.tgz"
-    path.write_bytes(sign_bundle(build_bundle(source), world.bundle_key.private_pem).archive)
+    path.write_bytes(sign_bundle(build_bundle(source, version=version), world.bundle_key.private_pem).archive)
     return path
 
 
