@@ -30,7 +30,7 @@ US_IP = "8.8.8.8"  # resolves to US in the embedded database: inside tenant acme
 FENCED_IP = "1.1.1.1"  # resolves outside acme's allowed countries (US, DE)
 
 CONFIG_TEMPLATE = """\
-# written by `make demo`; see README.md for every key
+# written by `make demo`; every key: docs/config.md (`ig-gate config check` validates this file)
 bundle:
   path: dist/policy.tgz
   verification_key: keys/bundle.pub
