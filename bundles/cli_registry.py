@@ -24,9 +24,8 @@ from ig_gate.bundles.registry import (
     check_digest,
     check_repository,
     check_tag,
-    verify_artifact,
 )
-from ig_gate.bundles.verify import VerifyOptions
+from ig_gate.bundles.verify import VerifyOptions, verify_artifact
 
 DEFAULT_CHANNELS = ("dev", "staging", "prod")
 

@@ -20,19 +20,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from ig_gate.bundles.errors import (
-    BundleError,
-    ExpiredError,
-    PinError,
-    PolicyCompileError,
-)
+from ig_gate.bundles.errors import BundleError, RegistryError
 from ig_gate.bundles.laststate import REJECTED_LIMIT, LastGoodRecord, LastGoodStore
 from ig_gate.bundles.manifest import expiry_instant
 from ig_gate.bundles.policy import PolicySnapshot
-from ig_gate.bundles.registry import RegistryClient, RegistryError, verify_artifact
-from ig_gate.bundles.rollback import RollbackError, check_min_version, check_rollback, effective_floor
-from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions
+from ig_gate.bundles.rollback import check_min_version, check_rollback, effective_floor
+from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions, verify_artifact
+
+if TYPE_CHECKING:  # the registry client (oras, requests) is loaded only by whoever builds one
+    from ig_gate.bundles.registry import RegistryClient
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +62,8 @@ def utcnow() -> dt.datetime:
 
 
 def failure_kind(exc: BaseException) -> str:
-    """Map an exception to its failure kind (rollback before pin: RollbackError is a PinError)."""
-    kinds: tuple[tuple[type[BaseException], str], ...] = (
-        (RegistryError, "fetch"),
-        (RollbackError, "rollback"),
-        (PinError, "pin"),
-        (ExpiredError, "expiry"),
-        (PolicyCompileError, "compile"),
-        (BundleError, "verify"),
-    )
-    return next((kind for cls, kind in kinds if isinstance(exc, cls)), "internal")
+    """The failure kind of an exception: a bundle error's code, else `internal`."""
+    return exc.code if isinstance(exc, BundleError) else "internal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,7 +466,7 @@ class BundleManager:
         self._emit("active_expired", detail)
 
     def _refuse(self, exc: BaseException, where: str) -> str:
-        kind = "persist" if isinstance(exc, _PersistError) else failure_kind(exc)
+        kind = failure_kind(exc)
         message = str(exc) if isinstance(exc, BundleError) else f"{where}: {type(exc).__name__}: {exc}"
         transient = kind in ("fetch", "internal", "persist")
         self._fail(kind, message)
@@ -539,3 +529,5 @@ class BundleManager:
 
 class _PersistError(BundleError):
     """The last-good bundle could not be written; the new bundle is not activated."""
+
+    code = "persist"

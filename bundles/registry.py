@@ -11,7 +11,6 @@ an optional second layer with the detached, cosign-style signature of that archi
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -24,9 +23,8 @@ from pathlib import Path
 import oras.provider
 import requests
 
-from ig_gate.bundles.errors import BundleError
+from ig_gate.bundles.errors import RegistryError
 from ig_gate.bundles.registry_auth import Credentials, find_credentials
-from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions, verify_bundle
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -41,10 +39,6 @@ ENV_HINT = "IG_GATE_REGISTRY_USERNAME/_PASSWORD or a docker login"
 _REPOSITORY = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-class RegistryError(BundleError):
-    """The registry is unreachable, refused us, lacks something, or served bytes that do not match."""
 
 
 def check_repository(name: str) -> str:
@@ -121,17 +115,6 @@ class Artifact:
     def bundle_digest(self) -> str:
         """The digest of the archive bytes (what `Bundle.digest` and digest pins refer to)."""
         return sha256_digest(self.archive)
-
-
-def verify_artifact(archive: bytes, signature: bytes | None, options: VerifyOptions) -> VerifiedBundle:
-    """verify_bundle with the artifact's detached signature layer added to options.
-
-    With no key configured at all (development: unsigned allowed) the layer is ignored, as there is
-    nothing to check it against; otherwise it must verify.
-    """
-    if signature is not None and (options.key is not None or options.detached_key_pem is not None):
-        options = dataclasses.replace(options, detached_signature=signature)
-    return verify_bundle(archive, options)
 
 
 def build_manifest(

@@ -22,6 +22,9 @@ from ig_gate.bundles.errors import PinError
 class RollbackError(PinError):
     """A validly signed bundle is older than the last-good one and the pin does not name it."""
 
+    code = "rollback"
+    label = "bundle older than the last good one"
+
 
 def explicitly_pinned(version: Version, version_spec: str | None) -> bool:
     """True when version_spec contains `==V` or `===V` for exactly this version (no wildcard)."""

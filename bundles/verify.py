@@ -6,6 +6,7 @@ expiry.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -108,3 +109,14 @@ def verify_bundle(archive: bytes, options: VerifyOptions) -> VerifiedBundle:
         instant = expiry_instant(expires).isoformat()
         raise ExpiredError(f"bundle expired at {instant} (.manifest expires {expires.isoformat()})")
     return VerifiedBundle(bundle, signature, now)
+
+
+def verify_artifact(archive: bytes, signature: bytes | None, options: VerifyOptions) -> VerifiedBundle:
+    """verify_bundle with a registry artifact's detached signature layer added to options.
+
+    With no key configured at all (development: unsigned allowed) the layer is ignored, as there is
+    nothing to check it against; otherwise it must verify.
+    """
+    if signature is not None and (options.key is not None or options.detached_key_pem is not None):
+        options = dataclasses.replace(options, detached_signature=signature)
+    return verify_bundle(archive, options)
