@@ -27,7 +27,7 @@ from ig_gate.middleware.asgi_body import BodyTooLarge, Message, Receive, read_bo
 from ig_gate.middleware.decision import BAD_REQUEST, Decision
 from ig_gate.middleware.extract import CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, HeaderMap, header_map
 from ig_gate.middleware.gate import Gate, GateRequest
-from ig_gate.middleware.graphql import is_graphql_body
+from ig_gate.middleware.graphql import is_graphql_content_type
 from ig_gate.middleware.paths import AMBIGUOUS_PATH, AmbiguousPath, ExcludedPaths, normalise_scope
 from ig_gate.middleware.responses import Responses
 from ig_gate.middleware.session import Session
@@ -89,7 +89,7 @@ class ZeroTrustMiddleware:
             content_type is not None
             and method not in _BODYLESS
             and self.gate.classifier.is_graphql(path)
-            and is_graphql_body(content_type.decode("latin-1"))
+            and is_graphql_content_type(content_type)
         ):
             # authenticate before the body is read: a request whose token does not verify is refused unread
             session = self.gate.authenticate(request)

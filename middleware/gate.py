@@ -317,15 +317,15 @@ class Gate:
         purpose = get(PURPOSE)
         if purpose is not None:
             purpose = label(purpose, "X-Purpose header")
-        op = UNKNOWN
-        connect = False
         if request.operation is not None:  # classified by the WebSocket guard (middleware/websocket.py)
             op = request.operation
+            trace.profile = workload_profile(method, "", op, media)
         elif request.is_websocket:
-            op, connect = "subscription", True
+            op = trace.profile = "subscription"
         elif trace.graphql:
-            op = self.classifier.operation(method, request.query_string, request.body, media)
-        trace.profile = workload_profile(method, "", op, media, websocket=connect)
+            op, trace.profile = self.classifier.kind(method, request.query_string, request.body, media)
+        else:
+            op, trace.profile = UNKNOWN, workload_profile(method, "", UNKNOWN, media)
         forwarded_for, forwarded = get(X_FORWARDED_FOR), get(FORWARDED)
         client = self.ip_resolver.resolve(
             request.peer,

@@ -29,7 +29,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from cachetools import LRUCache
+from cachetools import FIFOCache
+
+from ig_gate.middleware.profile import workload_profile
 
 OPERATION_TYPES = ("query", "mutation", "subscription")
 UNKNOWN = "unknown"
@@ -70,6 +72,16 @@ def is_graphql_body(content_type: str) -> bool:
     return is_json(content_type) or content_type.partition(";")[0].strip().lower() == "application/graphql"
 
 
+_COMMON_BODY_TYPES = frozenset({
+    b"application/json", b"application/json; charset=utf-8", b"application/graphql"
+})  # fmt: skip
+
+
+def is_graphql_content_type(value: bytes) -> bool:
+    """is_graphql_body() for a raw Content-Type header value (the common ones without decoding)."""
+    return value in _COMMON_BODY_TYPES or is_graphql_body(value.decode("latin-1"))
+
+
 def payload_operation(payload: Mapping[str, Any], max_document_bytes: int) -> str:
     """'query' | 'mutation' | 'subscription' of one GraphQL request payload (`query`, `operationName`), as
     a graphql-transport-ws `subscribe` or graphql-ws `start` frame carries it.
@@ -106,18 +118,22 @@ class Classifier:
     def __init__(self, paths: Iterable[str], max_document_bytes: int, cache_size: int = 4096) -> None:
         self.paths = frozenset(paths)
         self.max_document_bytes = max_document_bytes
-        self._cache: LRUCache[bytes, str] = LRUCache(cache_size)
+        # lookups take no lock (a dict read); inserts and evictions (oldest first) do
+        self._cache: FIFOCache[bytes, tuple[str, str]] = FIFOCache(cache_size)
         self._lock = threading.Lock()
 
     def is_graphql(self, path: str) -> bool:
         """Whether requests to `path` are GraphQL requests (exact match with a configured path)."""
         return path in self.paths
 
-    def operation(self, method: str, query_string: bytes | str, body: bytes | None, content_type: str) -> str:
-        """request_operation(), remembered by a BLAKE2b-128 digest of method, content type, URL query and
-        body. Call it only for authenticated requests: what it remembers must not be an attacker's."""
+    def kind(
+        self, method: str, query_string: bytes | str, body: bytes | None, content_type: str
+    ) -> tuple[str, str]:
+        """(request_operation(), workload profile) of a request to a GraphQL path, remembered by a
+        BLAKE2b-128 digest of method, content type, URL query and body. Call it only for authenticated
+        requests: what it remembers must not be an attacker's."""
         if not query_string and not body:
-            return UNKNOWN
+            return UNKNOWN, workload_profile(method, "", UNKNOWN, content_type)
         if isinstance(query_string, str):  # the coprocessor's (from JSON): any character
             query_string = query_string.encode("utf-8", "surrogatepass")
         body = body or b""
@@ -133,11 +149,11 @@ class Classifier:
         )
         key = hashlib.blake2b(sent, digest_size=16).digest()
         try:
-            with self._lock:
-                return self._cache[key]
+            return self._cache[key]
         except KeyError:
             pass
-        kind = request_operation(method, query_string, body, content_type, self.max_document_bytes)
+        op = request_operation(method, query_string, body, content_type, self.max_document_bytes)
+        kind = op, workload_profile(method, "", op, content_type)
         with self._lock:
             self._cache[key] = kind
         return kind
