@@ -10,20 +10,31 @@ encoded `/` or `\\`) is refused 400 (middleware/paths.py). `exclude_paths` match
 when they end in "/", and pass only GET/HEAD/OPTIONS unless an entry names its methods ("POST /hooks/").
 WebSocket connections are decided at connect and refused with a close code (4401/4403/4503) right after
 accept, before the app sees them; on GraphQL paths every operation frame is decided too, and open
-sockets follow their session (middleware/websocket.py). Lifespan passes through; when the app reports
-startup complete the gate starts following open sockets and the heap is frozen (`server.gc_freeze`,
-default on; see `freeze_heap`), and when it reports shutdown complete the gate is closed (decision log
-flushed).
+sockets follow their session (middleware/websocket.py).
+
+The gate is built by the composition root (middleware/compose.py) from the same YAML as `ig-gate serve`:
+bundle file, registry channel (last-good, rollout) or remote PDP; memory or Redis risk store; with
+`ssf.transmitter_jwks` set the middleware answers `POST /ssf/events` itself (signed SETs; middleware/ssf.py)
+in front of the app. Constructing the middleware validates the settings and reads local files only: no
+network I/O, no thread. Lifespan passes through; when the app reports startup complete the background work
+starts (bundle polling, JWKS refresh, the Redis subscription, the decision-log writer, the open-socket
+watcher) and the heap is frozen (`server.gc_freeze`, default on; see `freeze_heap`); when it reports
+shutdown complete all of it stops (decision log flushed). Lazy start: on a server without lifespan (or an
+app mounted where lifespan does not reach) the first request or WebSocket starts the background work
+instead, and it is closed at interpreter exit (`atexit`).
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 from ig_gate.middleware.asgi_body import BodyTooLarge, Message, Receive, read_body
+from ig_gate.middleware.compose import GateSystem, PolicyWiring, compose
 from ig_gate.middleware.decision import BAD_REQUEST, Decision
 from ig_gate.middleware.extract import CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING, HeaderMap, header_map
 from ig_gate.middleware.gate import Gate, GateRequest
@@ -37,6 +48,8 @@ from ig_gate.middleware.websocket import SocketGuard, WebSocketGate
 Scope = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 STATE_KEY = "ig_gate"
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
@@ -59,15 +72,27 @@ class ZeroTrustMiddleware:
     ) -> None:
         if gate is None:
             settings = config if isinstance(config, Settings) else load_settings(config)
-            gate = Gate.from_settings(settings)
+            system = compose(settings)
+        else:  # a ready-made gate: its policy source and risk store belong to the caller
+            system = GateSystem(gate.settings, gate, PolicyWiring(gate.policy, "given"), close_store=False)
+        self.system = system
+        self.gate = gate = system.gate
         self.app = app
-        self.gate = gate
+        excluded = gate.settings.exclude_paths
+        if system.ssf is not None:  # SETs are signed by the IdP: received before (and without) a decision
+            from ig_gate.middleware.ssf import PATH
+
+            self.app = _serving(system.ssf, PATH, app)
+            excluded = (*excluded, f"POST {PATH}")
         self.responses = Responses(gate.settings.identity.stepup)
         self.websockets = WebSocketGate(gate, self.responses)
         self.max_body_bytes = max_body_bytes or gate.settings.server.max_body_bytes
-        self._excluded = ExcludedPaths(gate.settings.exclude_paths)
+        self._excluded = ExcludedPaths(excluded)
+        self._lazy = True  # no lifespan startup seen yet: the first request starts the background work
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._lazy:
+            self._start_lazily(scope)
         if scope["type"] != "http":  # HTTP is handled here, not in a method: one coroutine less per request
             await self._other(scope, receive, send)
             return
@@ -166,14 +191,39 @@ class ZeroTrustMiddleware:
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
-                self.gate.live.start()  # open WebSockets follow risk events and bundle swaps
+                self._lazy = False
+                self.system.start()  # bundle polling, key-set refresh, risk events, decision-log writer
                 if self.gate.settings.server.gc_freeze:
                     freeze_heap()
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                self.gate.close()  # flush the decision log even when the app's shutdown failed
+                self.system.close()  # flush the decision log even when the app's shutdown failed
             await send(message)
 
         return lifespan_send
+
+    def _start_lazily(self, scope: Scope) -> None:
+        """The first request or WebSocket came before any lifespan startup (a server without lifespan):
+        start the background work now, once, and close it at interpreter exit."""
+        if scope["type"] == "lifespan":  # the startup on its way starts it
+            return
+        self._lazy = False
+        if self.system.started:
+            return
+        log.info("ig-gate: no ASGI lifespan startup before the first request; starting background work now")
+        self.system.start()
+        atexit.register(self.system.close)
+
+
+def _serving(endpoint: ASGIApp, path: str, app: ASGIApp) -> ASGIApp:
+    """`app`, except that `POST path` goes to `endpoint`."""
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == path and scope["method"] == "POST":
+            await endpoint(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return dispatch
 
 
 def _large_unread_body(headers: HeaderMap) -> bool:

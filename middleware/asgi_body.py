@@ -1,12 +1,19 @@
-"""Reading a whole ASGI request body, bounded: shared by the middleware and the sidecar's endpoints."""
+"""Pure-ASGI I/O shared by the middleware and the sidecar's endpoints: reading a whole request body,
+bounded, and sending a complete (JSON) response (Starlette's Request/Response cost ~20 us more)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON_HEADERS: Headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
 
 class BodyTooLarge(Exception):
@@ -46,3 +53,20 @@ async def read_body(receive: Receive, limit: int, declared_length: bytes | None 
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+async def respond(send: Send, status: int, headers: Headers, body: bytes) -> None:
+    """Send a complete response (content-length added when missing)."""
+    if not any(name == b"content-length" for name, _ in headers):
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+async def respond_json(send: Send, status: int, obj: Any, headers: Headers = JSON_HEADERS) -> None:
+    """Send `obj` as a JSON response."""
+    await respond(send, status, headers, dumps(obj))

@@ -285,6 +285,7 @@ class DecisionLog:
         labels: Mapping[str, str] | None = None,
         flush_interval_s: float = 1.0,
         max_batch: int = 32,  # the longest the writer keeps the GIL from a request: ~32 lines (~0.2 ms)
+        autostart: bool = True,  # False: the writer thread starts with start() (or flush/close)
     ) -> None:
         self.path = Path(path)
         # (time, entry), (time, *append_decision arguments) and _Barrier markers
@@ -318,7 +319,9 @@ class DecisionLog:
             self._file.write(b"\n")  # a torn last line stays (verify reports it); the chain goes on after it
         self._prev_hash = (GENESIS if last is None else _sha256(last)).encode()
         self._thread = threading.Thread(target=self._run, name=f"decision-log:{self.path.name}", daemon=True)
-        self._thread.start()
+        self._start_lock = threading.Lock()
+        if autostart:
+            self.start()
 
     # -- request path -----------------------------------------------------------------------------
 
@@ -499,8 +502,15 @@ class DecisionLog:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the writer thread (idempotent; entries queued before it are written then)."""
+        with self._start_lock:
+            if self._thread.ident is None:
+                self._thread.start()
+
     def _barrier(self, stop: bool, timeout_s: float) -> None:
         """Queue a marker behind every entry queued so far and wait until the writer passed it."""
+        self.start()
         barrier = _Barrier(stop)
         self._pending.append(barrier)
         self._wake.set()

@@ -17,8 +17,7 @@ from typing import Any, NamedTuple
 
 from ig_gate.bundles.errors import BundleError, PolicyEvalError
 from ig_gate.bundles.pin import Pin
-from ig_gate.bundles.policy import PolicySnapshot, PolicySource, StaticPolicySource
-from ig_gate.bundles.rollback import check_min_version
+from ig_gate.bundles.policy import PolicySnapshot, PolicySource
 from ig_gate.bundles.rollout import RolloutController
 from ig_gate.bundles.signing import VerificationKey
 from ig_gate.bundles.verify import VerifyOptions
@@ -62,7 +61,7 @@ from ig_gate.middleware.jwks import JWKSet
 from ig_gate.middleware.live import LiveConnections
 from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.profile import workload_profile
-from ig_gate.middleware.risk import InMemoryRiskStore, RiskStore
+from ig_gate.middleware.risk import RiskStore
 from ig_gate.middleware.rollout_eval import RolloutComparison
 from ig_gate.middleware.session import Session, SessionVerifier, TokenError
 from ig_gate.middleware.settings import ConfigError, Settings
@@ -104,16 +103,6 @@ class _Trace:
     input: Mapping[str, Any] | InputKey | None = None
     result: Mapping[str, Any] | None = None
     revision: str | None = None
-
-
-class _Unavailable:
-    """A policy source that never has a snapshot (construction failed); `reason` says why."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def current(self) -> PolicySnapshot | None:
-        return None
 
 
 class _Throttle:
@@ -189,8 +178,6 @@ class Gate:
         self._comparison = None if rollout is None else RolloutComparison(
             rollout, metrics, self._memo, self._evaluate, self._log_failure, self._log_candidate_failure
         )
-        for key_set in self.key_sets.values():
-            key_set.start()
 
     @classmethod
     def from_settings(
@@ -203,48 +190,13 @@ class Gate:
         ip_resolver: ClientIPResolver | None = None,
         rollout: RolloutController | None = None,
     ) -> Gate:
-        """Build every collaborator from settings; `policy`, `risk_store` and `ip_resolver` replace the
-        defaults (the bundle file, an in-memory store, CIDR-only trusted proxies) when given.
+        """The Gate alone, built by the composition root (middleware/compose.py `build_gate`, not started:
+        call start()); `policy`, `risk_store` and `ip_resolver` replace the defaults (the policy source the
+        settings name, an in-memory store, the `geo.*` trusted proxies) when given."""
+        from ig_gate.middleware.compose import build_gate  # compose builds Gates: imported when used
 
-        A bundle that cannot be loaded or verified does not raise: the gate then fails by `failure_mode`
-        and status() says why (one log line). Other bad settings (key sets, geo database, CIDRs) raise.
-        """
-        metrics = metrics or GateMetrics(tenants=settings.metrics.tenants)
-        identity, device, geo = settings.identity, settings.device, settings.geo
-        if identity.jwks is None:
-            raise ConfigError("identity.jwks: required (a JWKS file path or an https URL)")
-        key_sets = {"identity": _key_set(identity.jwks, settings, metrics)}
-        if device.attestation_jwks:
-            key_sets["device"] = _key_set(device.attestation_jwks, settings, metrics)
-        risk_store = risk_store or InMemoryRiskStore(ttl_s=settings.risk_store.ttl_s)
-        sessions = SessionVerifier(
-            key_sets["identity"], identity, risk_store, posture_claim=device.posture_claim
-        )
-        devices = DevicePosture(key_sets.get("device"), device, risk_store=risk_store)
-        policy, problems = (policy, []) if policy is not None else _static_policy(settings)
-        log_settings = settings.decision_log
-        decision_log = None
-        if log_settings.path:
-            decision_log = DecisionLog(
-                log_settings.path,
-                log_settings.queue_size,
-                metrics.decision_log_dropped,
-                metrics.decision_log_written,
-            )
-        return cls(
-            settings,
-            policy,
-            sessions,
-            devices,
-            ip_resolver
-            or ClientIPResolver(geo.trusted_proxies, geo.trusted_hops, source=geo.forwarded_source),
-            GeoReader(geo.database, geo.cache_size),
-            TravelAnomalyDetector(window_s=geo.anomaly_window_s),
-            metrics,
-            decision_log,
-            problems=problems,
-            risk_store=risk_store,
-            key_sets=key_sets,
+        return build_gate(
+            settings, metrics=metrics, policy=policy, risk_store=risk_store, ip_resolver=ip_resolver,
             rollout=rollout,
         )
 
@@ -566,6 +518,15 @@ class Gate:
             "rollout": self.rollout.status().to_json() if self.rollout is not None else None,
         }
 
+    def start(self) -> None:
+        """Start the background work (construction starts none; idempotent): key-set refreshers, the
+        decision-log writer, the risk-store subscription and the open-connection watcher."""
+        for key_set in self.key_sets.values():
+            key_set.start()
+        if self.decision_log is not None:
+            self.decision_log.start()
+        self.live.start()
+
     def close(self) -> None:
         """Flush the decision log and stop background key-set refreshers and the open-connection watcher."""
         self.live.close()
@@ -591,19 +552,6 @@ def _identity(trace: _Trace, decision_id: str) -> Identity:
     ))  # fmt: skip
 
 
-def _key_set(source: str, settings: Settings, metrics: GateMetrics) -> JWKSet:
-    if "://" not in source:
-        return JWKSet.from_file(source)
-    identity = settings.identity
-    return JWKSet.from_url(
-        source,
-        identity.jwks_refresh_s,
-        identity.jwks_min_refresh_interval_s,
-        cafile=identity.jwks_ca_file,
-        on_refresh=metrics.jwks_refresh,
-    )
-
-
 def verify_options(settings: Settings) -> VerifyOptions:
     """How bundles are verified, from the `bundle` settings (key, pin); ConfigError when unsigned bundles
     would be accepted without `bundle.allow_unsigned`."""
@@ -615,21 +563,6 @@ def verify_options(settings: Settings) -> VerifyOptions:
         key = VerificationKey.from_file(bundle.verification_key, bundle.key_alg, bundle.key_id, bundle.scope)
     pin = Pin(version_spec=bundle.require_version, digests=frozenset(bundle.require_digests))
     return VerifyOptions(key=key, pin=pin)
-
-
-def _static_policy(settings: Settings) -> tuple[PolicySource, list[str]]:
-    """A StaticPolicySource for bundle.path, or (an unavailable source, [why]) when it cannot be used."""
-    bundle = settings.bundle
-    try:
-        if bundle.path is None:
-            raise ConfigError("bundle.path: not set")
-        source = StaticPolicySource(bundle.path, verify_options(settings))
-        check_min_version(source.current().verified.version, bundle.min_version, bundle.path)
-        return source, []
-    except (BundleError, ConfigError, OSError) as exc:
-        reason = f"policy bundle {bundle.path}: {_describe(exc)}"
-        log.error("ig-gate has no usable policy (failing %s): %s", settings.failure_mode, reason)
-        return _Unavailable(reason), [reason]
 
 
 def _describe(exc: BaseException) -> str:

@@ -111,15 +111,23 @@ class LiveConnections:
                 live.loop.call_soon_threadsafe(live.recheck)
 
     def _watch(self) -> None:
-        seen = self._policy.current()
+        seen = self._current()
         while not self._stop.is_set():
             if not self._open:  # nothing to follow: sleep until a connection registers
                 self._wake.wait()
                 self._wake.clear()
                 continue
             self._stop.wait(POLICY_CHECK_S)
-            current = self._policy.current()
+            current = self._current()
             if current is not seen:
                 seen = current
                 log.info("policy snapshot changed: re-deciding %d open connections", len(self._open))
                 self.recheck_all()
+
+    def _current(self) -> object:
+        """The active snapshot; a source that fails is reported as no snapshot (the watcher goes on, and the
+        connections' own decisions fail by failure_mode)."""
+        try:
+            return self._policy.current()
+        except Exception:
+            return None

@@ -7,14 +7,18 @@ connection accepted on `server.admin_port` goes to the admin app, every other to
   Reverse-proxy mode (an extension provides the fallback, i.e. `server.upstream` is set): the proxy for
   every path. Otherwise forward-auth (`/authz`, `/authz/<original path>`) and the Apollo Router
   coprocessor (`POST /apollo/coprocessor`). In both: `/healthz`, `/readyz` (which say nothing about
-  the configuration) and the extensions' routes (`/ssf/events`: each event is a SET signed by the IdP,
-  so it stays on the port the IdP can reach).
+  the configuration), `POST /ssf/events` when `ssf.*` is set (each event is a SET signed by the IdP, so
+  it stays on the port the IdP can reach) and the extensions' routes.
 - Admin app: the OPA-compatible Data API (`/v1/data/...`, `/health`), `/v1/status`, `/metrics`,
   `/healthz`, `/readyz` with the reason; behind `server.admin_auth` (sidecar/admin.py).
 
+The gate, its policy source, risk store and SSF receiver come from the composition root
+(middleware/compose.py `compose`), exactly as for ZeroTrustMiddleware; the lifespan starts and stops their
+background work (`GateSystem.start` / `close`).
+
 Extension point: other sidecar modules contribute an `Extension` (routes, a fallback app for every path
 no route matches, a lifespan context), built by an `ExtensionFactory(settings, gate)`. `build_app` calls
-the factories listed in `EXTENSIONS` (the reverse proxy and the SSF receiver register there);
+the factories listed in `EXTENSIONS` (the reverse proxy registers there);
 `create_app(..., extensions=[...])` takes them explicitly (tests).
 """
 
@@ -27,16 +31,16 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
+from ig_gate.middleware.compose import GateSystem, compose
 from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.settings import Settings, load_settings
 from ig_gate.sidecar import coprocessor, forward_auth, opa_api, ops
 from ig_gate.sidecar.admin import admin_auth
 from ig_gate.sidecar.asgi_io import ASGIApp
 from ig_gate.sidecar.proxy import proxy_extension
-from ig_gate.sidecar.ssf import ssf_extension
-from ig_gate.sidecar.wiring import PolicyWiring, Sidecar, close_gate, wire
+from ig_gate.sidecar.wiring import Sidecar, client_ip_resolver
 
 CONFIG_ENV = "IG_SIDECAR_CONFIG"  # the config path for `app_from_env` (multi-worker `ig-gate serve`)
 
@@ -52,23 +56,22 @@ class Extension:
 
 ExtensionFactory = Callable[[Settings, Gate], Extension | None]  # None: not configured, nothing to add
 
-EXTENSIONS: tuple[ExtensionFactory, ...] = (proxy_extension, ssf_extension)
+EXTENSIONS: tuple[ExtensionFactory, ...] = (proxy_extension,)
+
+
+def gate_system(settings: Settings) -> GateSystem:
+    """The composition root's gate for the sidecar (its client-IP resolver also reads coprocessor hops)."""
+    return compose(settings, ip_resolver=client_ip_resolver(settings))
 
 
 def create_app(
-    settings: Settings,
-    gate: Gate | None = None,
-    *,
-    policy: PolicyWiring | None = None,
-    extensions: Sequence[Extension] = (),
+    settings: Settings, system: GateSystem | None = None, *, extensions: Sequence[Extension] = ()
 ) -> SidecarApp:
-    """The sidecar's two listener apps for `settings`; builds the gate and its policy source unless a
-    gate is given (`policy` then describes that gate's source for the ops endpoints)."""
-    if gate is None:
-        gate, policy = wire(settings)
-    elif policy is None:
-        policy = PolicyWiring(gate.policy, "given")
-    sidecar = Sidecar(settings, gate, policy)
+    """The sidecar's two listener apps for `settings`; builds the gate system unless one is given."""
+    if system is None:
+        system = gate_system(settings)
+    gate = system.gate
+    sidecar = Sidecar(settings, system)
     fallbacks = [e.fallback for e in extensions if e.fallback is not None]
     if len(fallbacks) > 1:
         raise ValueError("at most one sidecar extension may provide a fallback app")
@@ -76,6 +79,10 @@ def create_app(
     if not fallbacks:  # reverse-proxy mode serves neither forward-auth nor coprocessor payloads
         routes += [*forward_auth.routes(sidecar), *coprocessor.routes(sidecar)]
     routes += ops.client_routes(sidecar)
+    if system.ssf is not None:
+        from ig_gate.middleware.ssf import PATH
+
+        routes.append(Route(PATH, system.ssf, methods=["POST"]))
     for extension in extensions:
         routes.extend(extension.routes)
     admin = Starlette(routes=[*ops.admin_routes(sidecar), *opa_api.routes(sidecar)])
@@ -83,7 +90,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        policy.start()
+        system.start()  # bundle polling, key-set refresh, risk events, decision-log writer
         try:
             async with contextlib.AsyncExitStack() as stack:
                 for extension in extensions:
@@ -91,8 +98,7 @@ def create_app(
                         await stack.enter_async_context(extension.lifespan())
                 yield
         finally:
-            policy.close()
-            close_gate(gate)
+            system.close()
 
     app = SidecarApp(routes=routes, lifespan=lifespan)
     if fallbacks:
@@ -141,10 +147,14 @@ class SidecarApp(Starlette):
 
 
 def build_app(settings: Settings, factories: Sequence[ExtensionFactory] = EXTENSIONS) -> SidecarApp:
-    """The full sidecar for `settings`: gate, policy source and every configured extension."""
-    gate, policy = wire(settings)
-    extensions = [e for factory in factories if (e := factory(settings, gate)) is not None]
-    return create_app(settings, gate, policy=policy, extensions=extensions)
+    """The full sidecar for `settings`: the gate system and every configured extension."""
+    system = gate_system(settings)
+    try:
+        extensions = [e for factory in factories if (e := factory(settings, system.gate)) is not None]
+    except BaseException:
+        system.close()
+        raise
+    return create_app(settings, system, extensions=extensions)
 
 
 def app_from_env() -> SidecarApp:

@@ -1,38 +1,20 @@
-"""Tiny pure-ASGI helpers for the sidecar's hot endpoints (Starlette's Request/Response cost ~20 us more)."""
+"""Tiny pure-ASGI helpers for the sidecar's hot endpoints: the middleware's (middleware/asgi_body.py),
+re-exported, and the ASGI app type."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-# the middleware's bounded body reader, re-exported for the sidecar's endpoints
+from ig_gate.middleware.asgi_body import JSON_HEADERS as JSON_HEADERS
 from ig_gate.middleware.asgi_body import BodyTooLarge as BodyTooLarge
+from ig_gate.middleware.asgi_body import Headers as Headers
+from ig_gate.middleware.asgi_body import Message as Message
+from ig_gate.middleware.asgi_body import Receive as Receive
+from ig_gate.middleware.asgi_body import Scope as Scope
+from ig_gate.middleware.asgi_body import Send as Send
+from ig_gate.middleware.asgi_body import dumps as dumps
 from ig_gate.middleware.asgi_body import read_body as read_body
+from ig_gate.middleware.asgi_body import respond as respond
+from ig_gate.middleware.asgi_body import respond_json as respond_json
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
-
-JSON_HEADERS: Headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-
-
-async def respond(send: Send, status: int, headers: Headers, body: bytes) -> None:
-    """Send a complete response (content-length added when missing)."""
-    if not any(name == b"content-length" for name, _ in headers):
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact JSON bytes."""
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-async def respond_json(send: Send, status: int, obj: Any, headers: Headers = JSON_HEADERS) -> None:
-    """Send `obj` as a JSON response."""
-    await respond(send, status, headers, dumps(obj))

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ig_gate.bundles.errors import PolicyEvalError
-from ig_gate.sidecar.rego_path import PathError, query_for_path
+from ig_gate.middleware.rego_path import PathError, query_for_path
 from ig_gate.sidecar.wiring import Sidecar
 
 INVALID, INTERNAL = "invalid_parameter", "internal_error"

@@ -105,9 +105,7 @@ def serve_command(args: argparse.Namespace) -> int:
     }
     if server.workers == 1:
         return serve_listeners(app, options, server)
-    from ig_gate.sidecar.wiring import close_gate
-
-    close_gate(app.state.sidecar.gate)  # the workers build their own
+    app.state.sidecar.system.close()  # the workers build their own
     os.environ["IG_SIDECAR_CONFIG"] = str(Path(args.config).resolve()) if args.config else ""
     if server.upstream:
         os.environ[UPSTREAM_ENV] = server.upstream

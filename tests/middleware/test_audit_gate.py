@@ -118,6 +118,7 @@ def test_audit_https_jwks_from_settings_loads_and_an_unknown_kid_triggers_one_re
     idp_https.serve(world.idp)
     settings = world.settings(identity={"jwks": idp_https.url, "jwks_min_refresh_interval_s": 0.5})
     gate = Gate.from_settings(settings)
+    gate.start()  # the key-set refresher: construction starts no thread
     try:
         key_set = gate.key_sets["identity"]
         assert key_set.wait_ready(10)
@@ -138,6 +139,7 @@ def test_audit_jwks_ca_file_is_trusted_for_an_https_jwks_url(world, idp_https):
     idp_https.serve(world.idp)
     settings = world.settings(identity={"jwks": idp_https.url, "jwks_ca_file": str(idp_https.cafile)})
     gate = Gate.from_settings(settings)
+    gate.start()  # the key-set refresher: construction starts no thread
     try:
         status = gate.key_sets["identity"].status
         wait_until(lambda: status()["refresh_ok"] + status()["refresh_failed"] > 0, 10, "the first fetch")

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from ig_gate.bundles.rollout import IDLE, RolloutController
+from ig_gate.middleware.compose import compose, policy_wiring
 from ig_gate.middleware.settings import ConfigError, Settings, settings_from_dict
-from ig_gate.sidecar.wiring import policy_wiring, wire
 from tests.support.keys import make_keypair, write_jwks
 
 
@@ -24,7 +24,8 @@ def registry_settings(tmp_path: Path, **rollout: Any) -> Settings:
 
 
 def test_registry_wiring_hands_new_bundles_to_the_rollout_that_the_gate_drives(tmp_path):
-    gate, policy = wire(registry_settings(tmp_path, min_samples=50))
+    system = compose(registry_settings(tmp_path, min_samples=50))
+    gate, policy = system.gate, system.policy
     try:
         assert isinstance(policy.rollout, RolloutController) and gate.rollout is policy.rollout
         assert policy.source.on_candidate == policy.rollout.offer
@@ -32,8 +33,7 @@ def test_registry_wiring_hands_new_bundles_to_the_rollout_that_the_gate_drives(t
         assert policy.status()["rollout"]["state"] == "idle" and gate.status()["rollout"]["stage"] == IDLE
         assert gate.metrics.registry.get_sample_value("ig_gate_rollout_stage") == IDLE
     finally:
-        policy.close()
-        gate.close()
+        system.close()
 
 
 def test_rollout_disabled_activates_new_bundles_directly(tmp_path):

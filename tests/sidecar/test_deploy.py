@@ -17,9 +17,9 @@ import yaml
 
 from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.settings import ServerSettings, load_settings
+from ig_gate.middleware.ssf import SSFMetrics
 from ig_gate.sidecar import coprocessor, forward_auth
 from ig_gate.sidecar.cli import build_parser
-from ig_gate.sidecar.ssf import SSFMetrics
 from tests.middleware.conftest import REPO
 
 DEPLOY = REPO / "deploy"

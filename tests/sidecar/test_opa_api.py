@@ -12,10 +12,10 @@ import pytest
 from opa_client import OpaClient
 from opa_client.errors import PolicyNotFoundError
 
+from ig_gate.middleware.compose import policy_wiring
 from ig_gate.middleware.decision import verdict_from_result
 from ig_gate.middleware.gate import Gate, GateRequest
-from ig_gate.sidecar.remote_pdp import RemotePolicySource
-from ig_gate.sidecar.wiring import policy_wiring
+from ig_gate.middleware.remote_pdp import RemotePolicySource
 from tests.middleware.conftest import DE_IP, FR_IP, US_IP, World
 from tests.sidecar.conftest import ADMIN
 from tests.support.procs import free_port

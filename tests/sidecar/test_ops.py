@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from ig_gate.middleware.compose import policy_wiring
 from ig_gate.middleware.settings import ConfigError
-from ig_gate.sidecar.wiring import policy_wiring
 from tests.middleware.conftest import US_IP, World
 from tests.sidecar.conftest import ADMIN
 from tests.support.procs import free_port, wait_until

@@ -19,8 +19,8 @@ import redis
 from starlette.testclient import TestClient
 
 from ig_gate.middleware.settings import ConfigError, Settings
+from ig_gate.middleware.ssf import CAEP, SETRejected, SubjectKeys, subject_keys
 from ig_gate.sidecar.app import build_app
-from ig_gate.sidecar.ssf import CAEP, SETRejected, SubjectKeys, subject_keys
 from tests.middleware.conftest import US_IP, World
 from tests.sidecar.conftest import ADMIN, PROXY_PEER
 from tests.support.keys import KeyPair, make_keypair, write_jwks

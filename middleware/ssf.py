@@ -1,5 +1,9 @@
 """IdP risk events: `POST /ssf/events` receives Security Event Tokens (RFC 8417) pushed per RFC 8935.
 
+Served wherever the gate is (built by middleware/compose.py when `ssf.transmitter_jwks` is set): the
+sidecar routes it on its client port, and ZeroTrustMiddleware answers `POST /ssf/events` itself, in front
+of the app and without a user's decision (a SET carries its own signature; `exclude_paths` need not name it).
+
 A SET is accepted (202) only when: Content-Type is `application/secevent+jwt`; the JOSE `typ`, when
 present, is `secevent+jwt`; its signature verifies against the transmitter's JWKS (`ssf.transmitter_jwks`,
 algorithms `ssf.algorithms`); `iss` is `ssf.issuer` and `aud` names `ssf.audience`; it has `jti`, `iat`
@@ -30,30 +34,25 @@ change nothing.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import jwt
 from prometheus_client import CollectorRegistry, Counter
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import Route
 
+from ig_gate.middleware.asgi_body import BodyTooLarge, Receive, Scope, Send, read_body, respond, respond_json
 from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.jwks import JWKSet, JWTRejected
 from ig_gate.middleware.risk import RISK_RANK, RiskStore
 from ig_gate.middleware.risk_redis import RedisRiskStore
 from ig_gate.middleware.settings import ConfigError, Settings
-from ig_gate.sidecar.asgi_io import BodyTooLarge, Receive, Scope, Send, read_body, respond, respond_json
-
-if TYPE_CHECKING:
-    from ig_gate.sidecar.app import Extension
 
 log = logging.getLogger(__name__)
 
@@ -428,29 +427,16 @@ def _header_value(headers: Any, name: bytes) -> str:
     return ""
 
 
-def ssf_extension(settings: Settings, gate: Gate) -> Extension | None:
-    """The SSF receiver route (None when `ssf.transmitter_jwks` is not set); replays are remembered in
-    Redis when the gate's risk store is Redis, else in this process."""
-    from ig_gate.sidecar.app import Extension  # app.py lists this factory: import it lazily
-
+def ssf_endpoint(settings: Settings, gate: Gate) -> SSFEndpoint:
+    """The `POST /ssf/events` endpoint for `ssf.*` (its key set not started: GateSystem starts it);
+    replays are remembered in Redis when the gate's risk store is Redis, else in this process."""
     source = settings.ssf.transmitter_jwks
     if not source:
-        return None
+        raise ConfigError("ssf.transmitter_jwks: not set")
     if gate.risk_store is None:
         raise ConfigError("ssf.transmitter_jwks: the gate has no risk store to update")
     store = gate.risk_store
     replay = store if isinstance(store, RedisRiskStore) else MemoryReplayGuard()
-    jwks = JWKSet.from_source(source)
     metrics = SSFMetrics(gate.metrics.registry)
-    receiver = SETReceiver(jwks, settings, store, replay, metrics=metrics)
-
-    @contextlib.asynccontextmanager
-    async def lifespan() -> AsyncIterator[None]:
-        jwks.start()
-        try:
-            yield
-        finally:
-            jwks.close()
-
-    route = Route(PATH, SSFEndpoint(receiver, metrics), methods=["POST"])
-    return Extension(routes=[route], lifespan=lifespan)
+    receiver = SETReceiver(JWKSet.from_source(source), settings, store, replay, metrics=metrics)
+    return SSFEndpoint(receiver, metrics)

@@ -18,8 +18,8 @@ import requests
 from opa_client import OpaClient
 
 from ig_gate.bundles.errors import PolicyEvalError
+from ig_gate.middleware.rego_path import PathError, path_for_query
 from ig_gate.middleware.settings import ConfigError
-from ig_gate.sidecar.rego_path import PathError, path_for_query
 
 
 class RemoteSnapshot:
