@@ -150,8 +150,10 @@ class SocketGuard:
             self.gate.live.unregister(live)
             if self._timer is not None:
                 self._timer.cancel()
-            if self._pending is not None:
+            if self._pending is not None:  # the server's receive() the gate's close cut short
                 self._pending.cancel()
+                if self._pending.done() and not self._pending.cancelled():
+                    self._pending.exception()  # retrieved: a client gone meanwhile is no error here
             if self._closing is not None:
                 await self._closing
 

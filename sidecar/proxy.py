@@ -29,10 +29,12 @@ it is idempotent and its body was not streamed. A failure after the response has
 reported: the connection is cut, so the client sees a truncated body. A client that hangs up while its
 body streams, or while a streamed response is relayed, aborts the upstream request.
 
-WebSocket (GraphQL subscriptions): decided at connect by the middleware; then the upstream connection is
-opened with the same subprotocols offered (graphql-transport-ws, graphql-ws), the client is accepted with
-the subprotocol the upstream chose, and frames are relayed both ways until either side closes (the close
-code is passed on).
+WebSocket (GraphQL subscriptions): decided at connect by the middleware, which also decides every
+operation frame the client sends on a GraphQL path and closes the socket once its session no longer
+passes (middleware/websocket.py); the relay then receives websocket.disconnect and closes the upstream
+connection with the same code. The upstream connection is opened with the same subprotocols offered
+(graphql-transport-ws, graphql-ws), the client is accepted with the subprotocol the upstream chose, and
+frames are relayed both ways until either side closes (the close code is passed on).
 """
 
 from __future__ import annotations
