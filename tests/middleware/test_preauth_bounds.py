@@ -144,3 +144,20 @@ def test_a_legitimate_users_median_latency_under_a_junk_flood_stays_at_the_serve
     )
     # before the fix each junk document was parsed before the token was checked: hundreds of ms
     assert gate < 2 * floor
+
+
+def test_nothing_an_unauthenticated_request_sends_enters_a_cache(make_client):
+    client = make_client(geo={"trusted_proxies": ["203.0.113.0/24"]})
+    gate = client.middleware.gate
+    for n in range(20):
+        headers = {
+            "authorization": f"Bearer not-a-token-{n}",
+            "content-type": "application/json",
+            "x-forwarded-for": f"198.51.100.{n}",
+        }
+        body = f'{{"query": "query Q{n} {{ a }}"}}'
+        assert client.post("/graphql", content=body, headers=headers).status_code == 401
+        assert client.get(f"/graphql?query=%7Bq{n}%7D", headers=headers).status_code == 401
+    assert len(gate.classifier._cache) == 0  # no document, no digest of one
+    assert not gate._tokens._seen  # no Authorization value
+    assert gate.ip_resolver._from_headers_cached.cache_info().currsize == 0  # no X-Forwarded-For
