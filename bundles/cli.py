@@ -26,12 +26,15 @@ from ig_gate.bundles.manifest import Expiry, parse_expires
 from ig_gate.bundles.pin import Pin
 from ig_gate.bundles.signing import SIGN_ALGORITHMS, VerificationKey, decode_unverified, sign_bundle
 from ig_gate.bundles.verify import SigstoreOptions, VerifiedBundle, VerifyOptions, verify_bundle
+from ig_gate.errors import IgGateError, describe
 
 PROG = "ig-policy"
 DEFAULT_QUERY = "data.ig.zt.decision"
 
-class UsageError(Exception):
+class UsageError(IgGateError):
     """Bad invocation: wrong arguments, missing input files, refusing to overwrite."""
+
+    label = "usage error"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -402,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
 
 
@@ -412,16 +415,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
     except UsageError as exc:
-        return _fail(str(exc), 2)
-    except BundleError as exc:
-        return _fail(str(exc), 1)
+        return _fail(describe(exc), 2)
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): stay quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except OSError as exc:
-        return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc), 1)
-    except Exception as exc:  # never a traceback: report the unexpected in one line
-        return _fail(f"unexpected {type(exc).__name__}: {exc}", 1)
+    except (IgGateError, OSError) as exc:  # one line, never a Python class name
+        return _fail(describe(exc), 1)
+    except Exception as exc:  # never a traceback
+        return _fail(f"unexpected error: {describe(exc)}", 1)
 
 
 if __name__ == "__main__":

@@ -32,4 +32,4 @@ def describe(exc: BaseException) -> str:
     message = " ".join(str(exc).split())
     if message:
         return message
-    return exc.label if isinstance(exc, IgGateError) else "unexpected error"
+    return exc.label if isinstance(exc, IgGateError) else "no message"

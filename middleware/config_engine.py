@@ -25,6 +25,8 @@ import msgspec
 import msgspec.inspect as mi
 import yaml
 
+from ig_gate.errors import IgGateError
+
 Key = tuple[str | int, ...]
 """A key path: ("identity", "stepup", "max_age"), ("geo", "trusted_proxies", 1)."""
 
@@ -49,8 +51,11 @@ _WORDS = {
 LIST_TYPES = (mi.VarTupleType, mi.ListType, mi.SetType, mi.FrozenSetType)
 
 
-class ConfigError(ValueError):
+class ConfigError(IgGateError, ValueError):
     """A setting is unknown or has a bad value; the message names the key path and where it was set."""
+
+    code = "config"
+    label = "configuration error"
 
 
 def key_text(key: Key) -> str:

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ig_gate.errors import IgGateError
+
 ALLOW, STEPUP, DENY = "allow", "stepup", "deny"
 UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR = "unauthenticated", "bad_request", "too_large", "error"
 NOT_ALLOWED = "method_not_allowed"  # a GraphQL mutation sent with GET (405, GraphQL-over-HTTP)
@@ -26,7 +28,7 @@ MAX_REASONS = 8
 InputKey = tuple[Any, ...]
 
 
-class PolicyResultError(ValueError):
+class PolicyResultError(IgGateError, ValueError):
     """The policy query returned something that is not a decision object."""
 
 

@@ -54,6 +54,8 @@ from typing import Any
 
 import orjson
 
+from ig_gate.errors import IgGateError
+
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
@@ -93,8 +95,10 @@ class _Barrier:
         self.done = threading.Event()
 
 
-class DecisionLogError(Exception):
+class DecisionLogError(IgGateError):
     """The decision log cannot be opened or continued."""
+
+    label = "decision log unusable"
 
 
 @dataclass(frozen=True, slots=True)

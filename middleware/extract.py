@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from ig_gate.errors import IgGateError
+
 RawHeaders = Iterable[tuple[bytes, bytes]]
 MAX_TOKEN_BYTES = 8192
 MAX_ATTESTATION_BYTES = 8192
@@ -34,7 +36,7 @@ class HeaderMap(dict[bytes, bytes]):
     """Request headers as {lower-case name: raw value}, repeated headers already resolved."""
 
 
-class MalformedRequest(Exception):
+class MalformedRequest(IgGateError):
     """A header or body the gate cannot read; becomes a 400 decision. `detail` is safe to show."""
 
     def __init__(self, detail: str, *, auth: bool = False) -> None:

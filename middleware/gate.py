@@ -347,7 +347,7 @@ class Gate:
         except TokenError as exc:
             if not self._identity_keys_loaded():  # the IdP's keys never arrived: not the token's fault
                 return self._failure("jwks_unavailable", None, trace)
-            return self._refusal(UNAUTHENTICATED, f"token_{exc.kind}", exc.description, trace, exc.kind)
+            return self._refusal(UNAUTHENTICATED, f"token_{exc.code}", exc.description, trace, exc.code)
         self._tokens.verified(headers, token)
         return session
 

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl
 
 from cachetools import FIFOCache
 
+from ig_gate.errors import IgGateError
 from ig_gate.middleware.profile import workload_profile
 
 OPERATION_TYPES = ("query", "mutation", "subscription")
@@ -51,7 +52,7 @@ _COMMENT = re.compile(r"#[^\n\r]*+")
 _STRING = re.compile(r'"(?:[^"\\\n\r]++|\\[^\n\r])*+"')
 
 
-class GraphQLRequestError(ValueError):
+class GraphQLRequestError(IgGateError, ValueError):
     """A GraphQL request the gate cannot classify. `status`: 400 (unreadable or ambiguous), 405 (mutation
     over GET), 413 (document longer than the bound); the message is safe to show."""
 

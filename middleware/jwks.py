@@ -26,7 +26,8 @@ from typing import Any
 
 import jwt
 
-from ig_gate.middleware.jws import JWTRejected, VerifyingKey, loads, strict_header, verify_compact
+from ig_gate.errors import IgGateError
+from ig_gate.middleware.jws import JWTExpired, JWTRejected, VerifyingKey, loads, strict_header, verify_compact
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,14 @@ _REQUIRED_TIME_CLAIMS = ("exp",)
 _RETRY_FLOOR_S = 1.0
 
 
-class JWKSError(ValueError):
+class JWKSError(IgGateError, ValueError):
     """A key set cannot be loaded: unreadable file, bad JSON, no usable key, refused URL."""
 
+    label = "unusable key set"
 
-__all__ = ["JWKSError", "JWKSet", "JWTRejected"]  # JWTRejected lives in jws, where tokens are checked
+
+# JWTExpired and JWTRejected live in jws, where tokens are checked
+__all__ = ["JWKSError", "JWKSet", "JWTExpired", "JWTRejected"]
 
 
 class JWKSet:
@@ -174,20 +178,20 @@ class JWKSet:
         token is never checked with a public key); `none` never. exp/nbf/iat are checked with `now`.
         """
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
-            raise JWTRejected("invalid", "token malformed")
+            raise JWTRejected("token malformed")
         parsed = strict_header(token)  # as verify_compact reads it; a broken one fails there, later
         header = parsed if parsed is not None else _header(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in algorithms or alg.lower() == "none":
-            raise JWTRejected("invalid", "signing algorithm not allowed")
+            raise JWTRejected("signing algorithm not allowed")
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
-            raise JWTRejected("invalid", "token malformed (kid)")
+            raise JWTRejected("token malformed (kid)")
         key = self._verifying_key(kid)
         if key is None:
-            raise JWTRejected("invalid", "signing key unknown")
+            raise JWTRejected("signing key unknown")
         if key.algorithm_name != alg:
-            raise JWTRejected("invalid", "signing algorithm does not match the key")
+            raise JWTRejected("signing algorithm does not match the key")
         try:
             claims = verify_compact(
                 token, key, issuer=issuer, audience=audience, require=require, header=parsed
@@ -195,7 +199,7 @@ class JWKSet:
         except JWTRejected:
             raise
         except Exception:  # whatever else a broken token makes the crypto layer raise
-            raise JWTRejected("invalid", "token invalid") from None
+            raise JWTRejected("token invalid") from None
         _check_times(claims, now, leeway)
         return claims
 
@@ -340,22 +344,22 @@ def _header(token: str) -> dict[str, Any]:
         segment = token[: token.index(".")]
         header = loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
     except Exception:
-        raise JWTRejected("invalid", "token malformed") from None
+        raise JWTRejected("token malformed") from None
     if not isinstance(header, dict):
-        raise JWTRejected("invalid", "token malformed")
+        raise JWTRejected("token malformed")
     return header
 
 
 def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
     exp = _time_claim(claims, "exp")
     if exp is not None and exp <= now - leeway:
-        raise JWTRejected("expired", "token expired")
+        raise JWTExpired("token expired")
     nbf = _time_claim(claims, "nbf")
     if nbf is not None and nbf > now + leeway:
-        raise JWTRejected("invalid", "token not yet valid (nbf)")
+        raise JWTRejected("token not yet valid (nbf)")
     iat = _time_claim(claims, "iat")
     if iat is not None and iat > now + leeway:
-        raise JWTRejected("invalid", "token issued in the future (iat)")
+        raise JWTRejected("token issued in the future (iat)")
 
 
 def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
@@ -363,7 +367,7 @@ def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise JWTRejected("invalid", f"claim {name!r} is not a number")
+        raise JWTRejected(f"claim {name!r} is not a number")
     return float(value)
 
 

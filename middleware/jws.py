@@ -25,19 +25,29 @@ from typing import Any
 import jwt
 import orjson
 
+from ig_gate.errors import IgGateError
+
 _SEGMENT = re.compile(rb"[A-Za-z0-9_-]*={0,2}")
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")  # 19 digits: an integer that may not fit in 64 bits
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _SUPPORTED_CRIT = frozenset({"b64"})
 
 
-class JWTRejected(Exception):
-    """A JWT failed verification. kind: "invalid" | "expired"; description is safe to show (no token data)."""
+class JWTRejected(IgGateError):
+    """A JWT failed verification; description is safe to show (no token data). JWTExpired: it expired."""
 
-    def __init__(self, kind: str, description: str) -> None:
+    code = "invalid"
+    label = "token rejected"
+
+    def __init__(self, description: str) -> None:
         super().__init__(description)
-        self.kind = kind
         self.description = description
+
+
+class JWTExpired(JWTRejected):
+    """The JWT's `exp` lies in the past (beyond the leeway)."""
+
+    code = "expired"
 
 
 _INVALID = "token invalid"
@@ -93,22 +103,22 @@ def verify_compact(
     try:
         raw = token.encode()
     except UnicodeEncodeError:
-        raise JWTRejected("invalid", _INVALID) from None
+        raise JWTRejected(_INVALID) from None
     signing_input, dot, crypto_segment = raw.rpartition(b".")
     header_segment, dot2, payload_segment = signing_input.partition(b".")
     if not dot or not dot2:
-        raise JWTRejected("invalid", _INVALID)  # not enough segments
+        raise JWTRejected(_INVALID)  # not enough segments
     if header is None:
         header = _json_object(_segment(header_segment))
     if header.get("b64", True) is False:  # detached payloads are never passed: pyjwt refuses these
-        raise JWTRejected("invalid", _INVALID)
+        raise JWTRejected(_INVALID)
     payload = _segment(payload_segment)
     signature = _segment(crypto_segment)
     _check_header(header, key.algorithm_name)
     if key.problem is not None:
-        raise JWTRejected("invalid", _INVALID)
+        raise JWTRejected(_INVALID)
     if not key.algorithm.verify(signing_input, key.key, signature):
-        raise JWTRejected("invalid", "signature invalid")
+        raise JWTRejected("signature invalid")
     claims = _json_object(payload)
     _check_claims(claims, issuer, audience, require)
     return claims
@@ -117,17 +127,17 @@ def verify_compact(
 def _segment(segment: bytes) -> bytes:
     """Strict base64url, as pyjwt's PyJWS._decode_base64url_segment."""
     if _SEGMENT.fullmatch(segment) is None:
-        raise JWTRejected("invalid", _INVALID)
+        raise JWTRejected(_INVALID)
     stripped = segment.rstrip(b"=")
     if (len(stripped) != len(segment) and len(segment) % 4) or len(stripped) % 4 == 1:
-        raise JWTRejected("invalid", _INVALID)
+        raise JWTRejected(_INVALID)
     standard = stripped.translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(stripped) % 4)
     try:
         decoded = binascii.a2b_base64(standard)
     except binascii.Error:
-        raise JWTRejected("invalid", _INVALID) from None
+        raise JWTRejected(_INVALID) from None
     if binascii.b2a_base64(decoded, newline=False) != standard:  # non-zero trailing bits
-        raise JWTRejected("invalid", _INVALID)
+        raise JWTRejected(_INVALID)
     return decoded
 
 
@@ -148,24 +158,24 @@ def _json_object(data: bytes) -> dict[str, Any]:
     try:
         value = loads(data)
     except (ValueError, RecursionError):
-        raise JWTRejected("invalid", _INVALID) from None
+        raise JWTRejected(_INVALID) from None
     if not isinstance(value, dict):
-        raise JWTRejected("invalid", _INVALID)
+        raise JWTRejected(_INVALID)
     return value
 
 
 def _check_header(header: dict[str, Any], algorithm_name: str) -> None:
     if "kid" in header and not isinstance(header["kid"], str):
-        raise JWTRejected("invalid", _INVALID)
+        raise JWTRejected(_INVALID)
     if "crit" in header:
         crit = header["crit"]
         if not isinstance(crit, list) or not crit:
-            raise JWTRejected("invalid", _INVALID)
+            raise JWTRejected(_INVALID)
         for ext in crit:
             if not isinstance(ext, str) or ext not in _SUPPORTED_CRIT or ext not in header:
-                raise JWTRejected("invalid", _INVALID)
+                raise JWTRejected(_INVALID)
     if header.get("alg") != algorithm_name:  # the caller checked the unverified header; this is the one
-        raise JWTRejected("invalid", _INVALID)  # that was signed (it can only differ in broken tokens)
+        raise JWTRejected(_INVALID)  # that was signed (it can only differ in broken tokens)
 
 
 def _check_claims(
@@ -173,28 +183,28 @@ def _check_claims(
 ) -> None:
     for claim in require:
         if claims.get(claim) is None:
-            raise JWTRejected("invalid", f"claim {claim!r} missing")
+            raise JWTRejected(f"claim {claim!r} missing")
     if issuer is not None:
         if "iss" not in claims:
-            raise JWTRejected("invalid", "claim 'iss' missing")
+            raise JWTRejected("claim 'iss' missing")
         if claims["iss"] != issuer or not isinstance(claims["iss"], str):
-            raise JWTRejected("invalid", "wrong issuer")
+            raise JWTRejected("wrong issuer")
     if audience is not None:
         _check_audience(claims, audience)
     if "sub" in claims and not isinstance(claims["sub"], str):
-        raise JWTRejected("invalid", _INVALID)
+        raise JWTRejected(_INVALID)
     if "jti" in claims and not isinstance(claims["jti"], str):
-        raise JWTRejected("invalid", _INVALID)
+        raise JWTRejected(_INVALID)
 
 
 def _check_audience(claims: dict[str, Any], audience: str | Iterable[str]) -> None:
     if not claims.get("aud"):
-        raise JWTRejected("invalid", "claim 'aud' missing")
+        raise JWTRejected("claim 'aud' missing")
     given = claims["aud"]
     if isinstance(given, str):
         given = [given]
     if not isinstance(given, list) or any(not isinstance(item, str) for item in given):
-        raise JWTRejected("invalid", "wrong audience")
+        raise JWTRejected("wrong audience")
     wanted = [audience] if isinstance(audience, str) else audience
     if all(item not in given for item in wanted):
-        raise JWTRejected("invalid", "wrong audience")
+        raise JWTRejected("wrong audience")

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
+from ig_gate.errors import IgGateError
+
 UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 _PCHAR = UNRESERVED + b"!$&'()*+,;=:@"  # RFC 3986 pchar, without "%" (escapes are handled apart)
 _PLAIN = _PCHAR + b"/"  # bytes that never need a second look (dots only after a slash)
@@ -41,11 +43,11 @@ DEFAULT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT"})
 
 
-class AmbiguousPath(ValueError):
+class AmbiguousPath(IgGateError, ValueError):
     """A request path an upstream could resolve differently from the gate; the message says why."""
 
 
-class ExcludedPathError(ValueError):
+class ExcludedPathError(IgGateError, ValueError):
     """An `exclude_paths` entry that cannot be read; the message says what is wrong."""
 
 

@@ -23,7 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ig_gate.middleware.jwks import JWKSet, JWTRejected
+from ig_gate.errors import IgGateError
+from ig_gate.middleware.jwks import JWKSet, JWTExpired, JWTRejected
 from ig_gate.middleware.risk import RISK_RANK, RiskOverride, RiskStore
 from ig_gate.middleware.settings import RISK_LEVELS, IdentitySettings
 
@@ -32,13 +33,38 @@ _TENANT_HEADER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 _REQUIRED = ("exp", "iss", "sub")
 
 
-class TokenError(Exception):
-    """The bearer token is unusable. kind: missing|invalid|expired|revoked; description is safe to show."""
+class TokenError(IgGateError):
+    """The bearer token is unusable; a subclass says why, `code` names it in the refusal reason
+    (`token_<code>`), and description is safe to show (no token data)."""
 
-    def __init__(self, kind: str, description: str) -> None:
-        super().__init__(f"{kind}: {description}")
-        self.kind = kind
+    code = "invalid"
+    label = "token rejected"
+
+    def __init__(self, description: str) -> None:
+        super().__init__(f"{self.code}: {description}")
         self.description = description
+
+
+class TokenMissing(TokenError):
+    """No bearer token was sent."""
+
+    code = "missing"
+
+
+class TokenInvalid(TokenError):
+    """The token does not verify or its claims are malformed."""
+
+
+class TokenExpired(TokenError):
+    """The token's `exp` has passed."""
+
+    code = "expired"
+
+
+class TokenRevoked(TokenError):
+    """The session was revoked (risk store)."""
+
+    code = "revoked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +99,7 @@ class _Verified:
                  posture_claim: str | None) -> None:
         self.subject: str = claims["sub"]
         if not self.subject:
-            raise TokenError("invalid", "claim 'sub' empty")
+            raise TokenInvalid("claim 'sub' empty")
         sid = claims.get("sid")
         self.session_key: str = sid if isinstance(sid, str) and sid else self.subject
         self.sub_key = self.subject if self.session_key != self.subject else None
@@ -131,14 +157,14 @@ class SessionVerifier:
     def verify(self, token: str | None, tenant_header: str | None = None) -> Session:
         """The Session for token, or TokenError (missing/invalid/expired/revoked)."""
         if not token:
-            raise TokenError("missing", "bearer token missing")
+            raise TokenMissing("bearer token missing")
         entry = self._cached(token)
         if entry is None:
             entry = self._verify_uncached(token)
         now = self._clock()
         if entry.exp <= now - self._leeway:
             self._forget(token)
-            raise TokenError("expired", "token expired")
+            raise TokenExpired("token expired")
         rank = entry.risk_rank
         store = self._store
         rank = _apply(store.get(entry.session_key), rank)
@@ -192,12 +218,14 @@ class SessionVerifier:
                 issuer=identity.issuer, audience=identity.audience, require=_REQUIRED,
             )
             entry = _Verified(claims, token, identity, self._posture_claim)
+        except JWTExpired as exc:
+            raise TokenExpired(exc.description) from None
         except JWTRejected as exc:
-            raise TokenError(exc.kind, exc.description) from None
+            raise TokenInvalid(exc.description) from None
         except TokenError:
             raise
         except Exception:
-            raise TokenError("invalid", "token claims malformed") from None
+            raise TokenInvalid("token claims malformed") from None
         cache = self._cache
         if cache is not None:
             with self._lock:
@@ -212,7 +240,7 @@ def _apply(override: RiskOverride | None, rank: int) -> int:
     if override is None:
         return rank
     if override.revoked:
-        raise TokenError("revoked", "session revoked")
+        raise TokenRevoked("session revoked")
     if override.risk is None:
         return rank
     return max(rank, RISK_RANK.get(override.risk, _HIGH))
@@ -231,14 +259,14 @@ def _tenant_claim(value: Any, name: str) -> str | None:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise TokenError("invalid", f"claim {name!r} malformed")
+    raise TokenInvalid(f"claim {name!r} malformed")
 
 
 def _optional_text(value: Any, name: str) -> str | None:
     """A claim that is absent or a non-empty string; anything else makes the token invalid."""
     if value is None or (isinstance(value, str) and value):
         return value
-    raise TokenError("invalid", f"claim {name!r} malformed")
+    raise TokenInvalid(f"claim {name!r} malformed")
 
 
 def _number(value: Any) -> float | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from ig_gate.errors import IgGateError
 from ig_gate.geo.client_ip import ClientIPResolver
 from ig_gate.sidecar.asgi_io import JSON_HEADERS, ASGIApp, Message, Receive, Scope, Send, respond_json
 
@@ -23,7 +24,7 @@ _CLOSE = [*JSON_HEADERS, (b"connection", b"close")]
 _RETRY_AFTER_S = b"1"
 
 
-class ClientBodyTimeout(Exception):
+class ClientBodyTimeout(IgGateError):
     """The request body had not fully arrived by the deadline (raised from the wrapped receive)."""
 
 

@@ -37,6 +37,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 from ig_gate.bundles.errors import PolicyEvalError
+from ig_gate.errors import IgGateError
 from ig_gate.middleware.decision import Decision
 from ig_gate.middleware.gate import GateRequest
 from ig_gate.sidecar.asgi_io import (
@@ -62,7 +63,7 @@ _JSON_CONTENT = [(b"content-type", b"application/json")]
 _MAX_POLICIES = 64
 
 
-class PayloadError(ValueError):
+class PayloadError(IgGateError, ValueError):
     """A coprocessor payload field has the wrong shape; the message names the field."""
 
 

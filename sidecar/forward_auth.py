@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 from starlette.routing import BaseRoute, Route
 
+from ig_gate.errors import IgGateError
 from ig_gate.middleware.decision import BAD_REQUEST, Decision, Identity
 from ig_gate.middleware.extract import CONTENT_TYPE, header_map, text
 from ig_gate.middleware.gate import GateRequest
@@ -112,7 +113,7 @@ class ForwardAuth(SidecarEndpoint):
         await respond(send, status, out_headers, b"" if scope["method"] == "HEAD" else payload)
 
 
-class AmbiguousRequest(ValueError):
+class AmbiguousRequest(IgGateError, ValueError):
     """nginx's and Traefik's headers describe different original requests (or Envoy's prefix is encoded)."""
 
 

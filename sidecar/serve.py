@@ -22,9 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ig_gate.bundles.errors import BundleError
-from ig_gate.geo.errors import GeoError
-from ig_gate.middleware.jwks import JWKSError
+from ig_gate.errors import IgGateError, describe
 from ig_gate.middleware.settings import ConfigError, Settings, check_files, load_settings
 from ig_gate.sidecar.admin import check_listener
 from ig_gate.sidecar.listeners import serve_listeners
@@ -35,7 +33,7 @@ if TYPE_CHECKING:
 USAGE = 2
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UPSTREAM_ENV = "IG_GATE_SERVER__UPSTREAM"
-STARTUP_ERRORS = (ConfigError, GeoError, JWKSError, BundleError, OSError, ValueError)
+STARTUP_ERRORS = (IgGateError, OSError, ValueError)
 DESCRIPTION = """Serve the sidecar on two listeners in one process.
 
 Client listener (server.host:server.port, default 127.0.0.1:8181): with --upstream a reverse proxy for
@@ -142,6 +140,5 @@ def _build(settings: Settings) -> SidecarApp:
 
 
 def _fail(exc: BaseException) -> int:
-    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    print(f"ig-gate: {first_line}", file=sys.stderr)  # the message names the key; no Python class name
+    print(f"ig-gate: {describe(exc)}", file=sys.stderr)  # the message names the key; no Python class name
     return USAGE

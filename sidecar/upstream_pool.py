@@ -24,11 +24,13 @@ from dataclasses import dataclass
 
 import httptools
 
+from ig_gate.errors import IgGateError
+
 HIGH_WATER = 256 * 1024  # response body bytes buffered before reading from the upstream pauses
 _BODYLESS_STATUS = frozenset({204, 304})
 
 
-class UpstreamError(Exception):
+class UpstreamError(IgGateError):
     """The upstream is unreachable, closed the connection early, or broke HTTP/1.1 framing."""
 
 
