@@ -61,7 +61,7 @@ from ig_gate.middleware.jwks import JWKSet
 from ig_gate.middleware.live import LiveConnections
 from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.profile import workload_profile
-from ig_gate.middleware.risk import RiskStore
+from ig_gate.middleware.risk import RiskStore, RiskStoreError
 from ig_gate.middleware.rollout_eval import RolloutComparison
 from ig_gate.middleware.session import Session, SessionVerifier, TokenError
 from ig_gate.middleware.settings import ConfigError, Settings
@@ -154,6 +154,7 @@ class Gate:
         self.decision_log = decision_log
         self.risk_store = risk_store  # where IdP risk events raise a session's risk (sidecar)
         self.live = LiveConnections(policy, risk_store)  # open WebSockets, re-decided as things change
+        metrics.watch_risk_store(risk_store)  # a shared store's local view: its age, whether in sync
         self.key_sets = dict(key_sets or {})
         self.problems = list(problems)
         if sessions is None:
@@ -227,6 +228,8 @@ class Gate:
             )
         except GraphQLRequestError as exc:
             decision = self._refusal(_UNCLASSIFIABLE[exc.status], "malformed_request", exc.detail, trace)
+        except RiskStoreError as exc:  # the shared store's view cannot prove "no risk event"
+            decision = self._failure("risk_store_unavailable", exc, trace)
         except Exception as exc:  # fail by failure_mode, never a 500
             decision = self._failure("internal_error", exc, trace)
         except BaseException as exc:  # an engine panic (pyo3 PanicException) must not take the process down

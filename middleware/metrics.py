@@ -36,6 +36,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from ig_gate.middleware.risk_view import RiskView
+
 PREFIX = "ig_gate_"
 OTHER = "other"
 NONE = "none"  # label value for a missing tenant / reason
@@ -55,6 +57,7 @@ REASONS = (
     "purpose_missing", "purpose_unknown", "purpose_denied", "purpose_not_granted",
     "purpose_operation_forbidden",
     "no_bundle", "engine_error", "identity_unconfigured", "jwks_unavailable", "internal_error",
+    "risk_store_unavailable",
     "malformed_request", "body_too_large", "ambiguous_path",
 )
 
@@ -184,6 +187,7 @@ class GateMetrics:
             "livemax",
         )
         self._active_bundle: tuple[str, str, str] | None = None
+        self._risk_view_watched = False
         # raw label tuple -> the bound child's value increment (skips Counter.inc's checks, ~0.15 µs)
         self._decision_incs: dict[tuple[Any, ...], Callable[[float], None]] = {}
 
@@ -330,6 +334,37 @@ class GateMetrics:
     def rollout_revert(self) -> None:
         """Count one automatic rollout revert."""
         self._reverts.inc()
+
+    def watch_risk_store(self, store: object) -> None:
+        """Export the local view of a shared risk store (RedisRiskStore.view), once per registry:
+        `risk_view_age_seconds` (since it last heard from Redis), `risk_view_synced` (0/1),
+        `risk_view_dropped_total`; set at each collection and each heartbeat of the view's thread."""
+        view = getattr(store, "view", None)
+        if not isinstance(view, RiskView) or self._risk_view_watched:
+            return
+        self._risk_view_watched = True
+        reg = self.registry
+        seen = [0]
+
+        def refresh(_: RiskView | None = None) -> None:
+            age.set(view.age())
+            synced.set(1 if view.synced() else 0)
+            if view.dropped > seen[0]:
+                dropped.inc(view.dropped - seen[0])
+                seen[0] = view.dropped
+
+        reg.register(_Flush(refresh))  # before the metrics: a collection sees current values
+        age = Gauge(
+            PREFIX + "risk_view_age_seconds", "Seconds since the risk store's local view last heard from "
+            "Redis (+Inf before its first load).", registry=reg, multiprocess_mode="livemax",
+        )
+        synced = Gauge(
+            PREFIX + "risk_view_synced", "1 while the risk store's local view is in sync (a session it does "
+            "not know has no risk event), else 0.", registry=reg, multiprocess_mode="livemin",
+        )
+        dropped = Counter(PREFIX + "risk_view_dropped", "New risk entries the full local view dropped.",
+                          registry=reg)
+        view.watch(refresh)
 
     # -- exposition -------------------------------------------------------------------------------
 

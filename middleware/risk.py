@@ -34,6 +34,11 @@ SESSION, DEVICE, RESYNC = "session", "device", "resync"
 Listener = Callable[[str, str], None]
 
 
+class RiskStoreError(RuntimeError):
+    """The risk store cannot answer: a shared store unreachable, timed out or refused the command, or its
+    local view is out of sync and does not know the key (the gate fails by `failure_mode`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RiskOverride:
     """What a store says about a session: raised risk (or None), revoked, why, and until when (epoch s)."""

@@ -1,10 +1,11 @@
-"""RedisRiskStore against a real redis-server: shared between stores, never lowers, TTLs, local cache
-staleness bound, failures, and enforcement through the real middleware."""
+"""RedisRiskStore against a real redis-server: shared between stores, never lowers, TTLs, the local view
+(loaded at subscription, kept current by messages, own writes at once), failures, and enforcement through
+the real middleware. The Redis-paused test is tests/sidecar/test_redis_paused.py."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -43,10 +44,23 @@ def prefix(request: pytest.FixtureRequest) -> str:
     return f"t-{request.node.name}:"
 
 
+def synced(store: RedisRiskStore) -> RedisRiskStore:
+    """store, started, once its view has loaded and heard from Redis."""
+    store.start()
+    wait_until(store.view.synced, 10, "the risk view to sync")
+    return store
+
+
+def seen(store: RedisRiskStore, read: Callable[[], object], what: str) -> object:
+    """What read() returns once it is not None (a change from another replica reaches the view)."""
+    wait_until(lambda: read() is not None, 5, what)
+    return read()
+
+
 @pytest.fixture
 def stores(redis_url: str, prefix: str) -> Iterator[tuple[RedisRiskStore, RedisRiskStore]]:
-    """Two stores with their own connections (two replicas), no local caching."""
-    made = [RedisRiskStore.from_url(redis_url, prefix=prefix, cache_ttl_s=0.0) for _ in range(2)]
+    """Two stores with their own connections (two replicas), their views in sync."""
+    made = [synced(RedisRiskStore.from_url(redis_url, prefix=prefix)) for _ in range(2)]
     yield made[0], made[1]
     for store in made:
         store.close()
@@ -57,7 +71,7 @@ def test_a_risk_raised_by_one_replica_is_seen_by_another(stores):
     assert b.get("sid-1") is None
     a.raise_risk("sid-1", "high", reason="caep risk-level-change")
 
-    override = b.get("sid-1")
+    override = seen(b, lambda: b.get("sid-1"), "the raised risk on the other replica")
     assert override is not None
     assert (override.risk, override.revoked, override.reason) == ("high", False, "caep risk-level-change")
 
@@ -66,11 +80,11 @@ def test_risk_never_goes_down_across_replicas(stores):
     a, b = stores
     a.raise_risk("sid-2", "high", reason="first")
     b.raise_risk("sid-2", "medium", reason="second")
-    assert (a.get("sid-2").risk, a.get("sid-2").reason) == ("high", "first")
+    assert (b.get("sid-2").risk, b.get("sid-2").reason) == ("high", "first")  # as Redis merged it
 
     b.raise_risk("sid-3", "low", reason="low")
     a.raise_risk("sid-3", "medium", reason="up")
-    assert b.get("sid-3").risk == "medium"
+    wait_until(lambda: b.get("sid-3").risk == "medium", 5, "the raise on the other replica")
 
 
 def test_a_revocation_keeps_the_raised_risk_and_survives_later_raises(stores):
@@ -79,7 +93,7 @@ def test_a_revocation_keeps_the_raised_risk_and_survives_later_raises(stores):
     b.revoke("sid-4", reason="session-revoked")
     a.raise_risk("sid-4", "high", reason="more risk")
 
-    override = b.get("sid-4")
+    override = a.get("sid-4")  # a's own write: Redis' merged entry, applied at once
     assert override.revoked is True
     assert override.risk == "high"
 
@@ -87,9 +101,9 @@ def test_a_revocation_keeps_the_raised_risk_and_survives_later_raises(stores):
 def test_device_posture_is_replaced_either_way(stores):
     a, b = stores
     a.set_posture("dev-1", "not-compliant", reason="mdm")
-    assert b.get_posture("dev-1") == "not-compliant"
+    assert seen(b, lambda: b.get_posture("dev-1"), "the status on the other replica") == "not-compliant"
     b.set_posture("dev-1", "compliant", reason="fixed")
-    assert a.get_posture("dev-1") == "compliant"
+    wait_until(lambda: a.get_posture("dev-1") == "compliant", 5, "the status going back")
     assert a.get_posture("dev-unknown") is None
     assert a.get("dev-1") is None  # devices and sessions are separate key spaces
 
@@ -117,40 +131,43 @@ def test_invalid_values_are_refused_before_reaching_redis(stores):
         a.revoke("sid", reason="r", ttl_s=0)
 
 
-def test_the_local_cache_is_stale_at_most_cache_ttl_for_other_replicas_and_never_for_own_writes(
+def test_a_view_loads_what_was_written_before_it_subscribed_and_own_writes_apply_at_once(
     redis_url, prefix
 ):
-    clock = Clock()
-    reader = RedisRiskStore.from_url(redis_url, prefix=prefix, cache_ttl_s=1.0, clock=clock)
-    writer = RedisRiskStore.from_url(redis_url, prefix=prefix, cache_ttl_s=1.0)
+    writer = synced(RedisRiskStore.from_url(redis_url, prefix=prefix))
+    writer.revoke("before", reason="earlier")
+    writer.set_posture("dev-before", "jailbroken", reason="earlier")
+    reader = synced(RedisRiskStore.from_url(redis_url, prefix=prefix))  # a replica started later
     try:
-        assert reader.get("sid") is None  # cached (a None answer too)
-        writer.revoke("sid", reason="elsewhere")
-        assert reader.get("sid") is None  # within the staleness bound
-        clock.now += 1.01
-        assert reader.get("sid").revoked is True
+        assert reader.get("before").revoked is True  # the full load at subscription
+        assert reader.get_posture("dev-before") == "jailbroken"
+        assert reader.status()["entries"] == 2
 
-        assert reader.get("sid-own") is None
-        reader.raise_risk("sid-own", "high", reason="here")
-        assert reader.get("sid-own").risk == "high"  # own write: no staleness
+        reader.raise_risk("own", "high", reason="here")
+        assert reader.get("own").risk == "high"  # own write: in the view before the call returns
     finally:
         reader.close()
         writer.close()
 
 
-def test_a_dead_redis_raises_risk_store_error_then_fails_fast_until_retry():
+def test_a_dead_redis_leaves_the_view_out_of_sync_and_writes_fail_fast_until_retry():
     clock = Clock()
-    store = RedisRiskStore.from_url(
-        f"redis://127.0.0.1:{free_port()}/0", cache_ttl_s=0.0, retry_after_s=1.0, clock=clock
-    )
-    with pytest.raises(RiskStoreError, match=r"risk store redis://127\.0\.0\.1:\d+/0: ConnectionError"):
-        store.get("sid")
+    store = RedisRiskStore.from_url(f"redis://127.0.0.1:{free_port()}/0", retry_after_s=1.0, clock=clock)
+    where = r"risk store redis://127\.0\.0\.1:\d+/0: "
+    with pytest.raises(RiskStoreError, match=where + "local view out of sync"):
+        store.get("sid")  # never loaded: no lookup is proved clear
+    with pytest.raises(RiskStoreError, match="out of sync"):
+        store.get_posture("dev")
+    with pytest.raises(RiskStoreError, match=where + "ConnectionError"):
+        store.revoke("sid", reason="r")
     with pytest.raises(RiskStoreError, match="retrying soon"):
-        store.get("sid")
+        store.revoke("sid", reason="r")
     assert store.status()["available"] is False
+    assert store.status()["synced"] is False
     clock.now += 1.5
     with pytest.raises(RiskStoreError, match="ConnectionError"):
         store.revoke("sid", reason="r")
+    store.close()
 
 
 def test_factory_picks_memory_or_redis_and_reports_bad_urls_by_key(redis_url):
@@ -184,6 +201,7 @@ def test_the_middleware_enforces_a_revocation_written_by_another_replica(world: 
     with client:
         assert client.post("/graphql", content=query(), headers=headers).status_code == 200
         b.revoke("sess-9", reason="session-revoked")
+        wait_until(lambda: a.get("sess-9") is not None, a.view.stale_after_s, "the revocation in a's view")
         refused = client.post("/graphql", content=query(), headers=headers)
     gate.close()
     assert refused.status_code == 401
@@ -198,8 +216,11 @@ def test_a_dead_redis_fails_closed_through_the_middleware(world: World):
     with client:
         response = client.post("/graphql", content=query(), headers=headers)
     gate.close()
+    store.close()
     assert response.status_code == 503
-
+    assert gate.metrics.registry.get_sample_value(
+        "ig_gate_failure_mode_total", {"kind": "risk_store_unavailable", "mode": "closed"}
+    ) == 1
 
 
 def test_a_command_redis_refuses_raises_without_failing_fast(stores, redis_url, prefix):
@@ -209,6 +230,9 @@ def test_a_command_redis_refuses_raises_without_failing_fast(stores, redis_url, 
     with pytest.raises(RiskStoreError, match="WRONGTYPE"):
         a.revoke("sid-wrongtype", reason="r")
     assert a.status()["available"] is True  # Redis answered: no back-off for the other keys
+    late = synced(RedisRiskStore.from_url(redis_url, prefix=prefix))  # its load skips what is no entry
+    assert late.get("sid-wrongtype") is None
+    late.close()
     a.revoke("sid-fine", reason="r")
     assert a.get("sid-fine").revoked
     raw.close()

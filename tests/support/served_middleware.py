@@ -23,6 +23,14 @@ FLOOR = "/floor"
 BAD_TOKEN = {"authorization": "Bearer not-a-token", "content-type": "application/json"}
 
 
+def serve_argv(port: int) -> list[str]:
+    """The command that serves `app` (IG_GATE_CONFIG in its environment) with uvicorn on 127.0.0.1:port."""
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "tests.support.served_middleware:app",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log",
+    ]  # fmt: skip
+
+
 def app() -> Any:
     """The ASGI app uvicorn serves (`--factory`)."""
     from ig_gate.middleware.asgi import ZeroTrustMiddleware
