@@ -104,12 +104,16 @@ def request_operation(
     """'query' | 'mutation' | 'subscription' | 'unknown' (nothing to classify: the method decides) for an
     HTTP request to a GraphQL path; GraphQLRequestError (400/405/413) when it cannot be classified."""
     kind = UNKNOWN
-    if query_string:
-        kind = _url_type(query_string, max_document_bytes)
+    document, name = _url_parameters(query_string) if query_string else (None, None)
+    if document is not None:
+        kind = _document_type(document, name or None, max_document_bytes)
         if kind == "mutation" and method in _GET_METHODS:
             raise GraphQLRequestError("a mutation cannot be sent with GET; use POST", 405)
-    if body and content_type and method not in _GET_METHODS:
-        kind = _most_sensitive((kind, _body_type(body, content_type, max_document_bytes)))
+    if body and method not in _GET_METHODS and is_graphql_body(content_type):
+        # servers differ in which one wins (some take the URL's operationName over the body's)
+        if document is not None or name is not None:
+            raise GraphQLRequestError("GraphQL parameters in both the URL and the body; send them in one")
+        kind = _body_type(body, content_type, max_document_bytes)
     return kind
 
 
@@ -160,7 +164,8 @@ class Classifier:
         return kind
 
 
-def _url_type(query_string: bytes | str, limit: int) -> str:
+def _url_parameters(query_string: bytes | str) -> tuple[str | None, str | None]:
+    """(query, operationName) URL parameters, decoded as a server decodes them; 400 when repeated."""
     if isinstance(query_string, bytes):
         query_string = query_string.decode("latin-1")
     document = name = None
@@ -173,9 +178,7 @@ def _url_type(query_string: bytes | str, limit: int) -> str:
             if name is not None:
                 raise GraphQLRequestError("the 'operationName' URL parameter is repeated")
             name = value
-    if document is None:
-        return UNKNOWN
-    return _document_type(document, name or None, limit)
+    return document, name
 
 
 def _body_type(body: bytes, content_type: str, limit: int) -> str:

@@ -79,8 +79,17 @@ def test_a_repeated_query_or_operation_name_parameter_is_400(world, client, quer
     assert response.status_code == 400 and "repeated" in response.text
 
 
-def test_url_parameters_count_beside_a_post_body(world, client):
-    response = client.post("/graphql?query=mutation%7Bx%7D", json={"query": "{ a }"}, headers=auth(world))
+@pytest.mark.parametrize("query_string", ["query=mutation%7Bx%7D", "operationName=B"])
+def test_graphql_parameters_in_both_the_url_and_a_post_body_are_400(world, client, query_string):
+    # some servers take the URL's parameters over the body's: a query body cannot hide a URL mutation
+    body = {"query": "query A { a } mutation B { b }", "operationName": "A"}
+    response = client.post(f"/graphql?{query_string}", json=body, headers=auth(world))
+    assert response.status_code == 400 and "both the URL and the body" in response.text
+
+
+def test_url_parameters_of_a_post_with_another_body_type_are_read(world, client):
+    headers = auth(world, **{"content-type": "application/x-www-form-urlencoded"})
+    response = client.post("/graphql?query=mutation%7Bx%7D", content=b"a=1", headers=headers)
     assert stepped_up_as_write(response)
 
 
