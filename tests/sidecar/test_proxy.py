@@ -101,6 +101,7 @@ def upstream_app(record: Upstream) -> Starlette:
             Route("/base/stream", stream),  # the sidecar's upstream URL has the base path /base
             Route("/base/stall", stall),
             WebSocketRoute("/base/graphql", graphql_ws),
+            WebSocketRoute("/base/ws", graphql_ws),  # outside graphql.paths: the gate relays frames unread
             Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "DELETE", "HEAD"]),
         ]
     )
@@ -294,14 +295,16 @@ def test_an_unreachable_upstream_gives_502_json(world, tmp_path):
         assert httpx.get(f"{url}/healthz").status_code == 200
 
 
-def _ws_url(sidecar: str) -> str:
-    return sidecar.replace("http://", "ws://") + "/graphql"
+def _ws_url(sidecar: str, path: str = "/graphql") -> str:
+    return sidecar.replace("http://", "ws://") + path
 
 
 def test_a_websocket_subscription_is_relayed_with_its_subprotocol_and_identity(world, sidecar, upstream):
     headers = auth(world, **{"x-auth-subject": "mallory"})
     offered = ["graphql-transport-ws"]
-    with ws_connect(_ws_url(sidecar), subprotocols=offered, additional_headers=headers) as ws:
+    # on a path outside graphql.paths every frame is relayed as it is, binary and non-JSON ones too (on
+    # /graphql the gate reads each frame first: tests/sidecar/test_websocket_proxy.py)
+    with ws_connect(_ws_url(sidecar, "/ws"), subprotocols=offered, additional_headers=headers) as ws:
         assert ws.subprotocol == "graphql-transport-ws"
         ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(ws.recv(timeout=5)) == {"echo": json.dumps({"type": "connection_init"})}
