@@ -35,6 +35,7 @@ with atheris.instrument_imports(include=["ig_gate"]):
         header_map,
         label,
     )
+    from ig_gate.middleware.jwks import JWKSet  # noqa: F401 - instrumented before test_jws imports it
     from ig_gate.middleware.jws import strict_header
 
 from tests.middleware.test_jws import KEY_SETS, agree, decoded, reference_decode, sign
