@@ -17,24 +17,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from packaging.version import InvalidVersion, Version
 
+from ig_gate.bundles import cli_registry
 from ig_gate.bundles.archive import SIGNATURES, Bundle, build_bundle, read_bundle
+from ig_gate.bundles.cli_args import PROG, UsageError, add_key_options, pin_from_args, read, verification_key
 from ig_gate.bundles.detached import sign_blob
-from ig_gate.bundles.errors import BundleError, BundleFormatError, PinError, SignatureError
+from ig_gate.bundles.errors import BundleError, BundleFormatError, SignatureError
 from ig_gate.bundles.fsutil import write_atomic
 from ig_gate.bundles.keys import generate_key_pair
 from ig_gate.bundles.manifest import Expiry, parse_expires
-from ig_gate.bundles.pin import Pin
 from ig_gate.bundles.signing import SIGN_ALGORITHMS, VerificationKey, decode_unverified, sign_bundle
 from ig_gate.bundles.verify import SigstoreOptions, VerifiedBundle, VerifyOptions, verify_bundle
 from ig_gate.errors import IgGateError, describe
 
-PROG = "ig-policy"
 DEFAULT_QUERY = "data.ig.zt.decision"
-
-class UsageError(IgGateError):
-    """Bad invocation: wrong arguments, missing input files, refusing to overwrite."""
-
-    label = "usage error"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,16 +38,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix(PROG).strip()
         raise UsageError(f"{command}: {message}" if command else message)
-
-
-def read(path: str | Path, what: str) -> bytes:
-    """Read an input file; a missing one (or a directory) is a usage error (exit 2)."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path}: is a directory") from None
 
 
 def _write(path: str | Path, data: bytes, mode: int = 0o644) -> None:
@@ -155,16 +140,6 @@ def cmd_sign(args: argparse.Namespace) -> int:
 # --- pack verify / eval -------------------------------------------------------------------------------
 
 
-def verification_key(args: argparse.Namespace) -> VerificationKey | None:
-    """The key from --key/--alg/--key-id/--scope (see `add_key_options`); None without --key."""
-    if args.key is None:
-        if args.key_id or args.scope or args.alg:
-            raise UsageError("--alg/--key-id/--scope need --key")
-        return None
-    read(args.key, "verification key")
-    return VerificationKey.from_file(args.key, alg=args.alg, key_id=args.key_id, scope=args.scope)
-
-
 def _sigstore_options(args: argparse.Namespace) -> SigstoreOptions | None:
     extras = (args.trusted_root, args.identity, args.issuer)
     if args.sigstore_bundle is None:
@@ -188,14 +163,6 @@ def _detached_signature(
     sig_path = _sig_path(args.file)
     public_key = detached_key is not None or (key is not None and key.alg != "HS256")
     return sig_path.read_bytes() if sig_path.is_file() and (public_key or args.require_detached) else None
-
-
-def pin_from_args(args: argparse.Namespace) -> Pin:
-    """The pin from --require-version/--require-digest; a malformed pin is a usage error (exit 2)."""
-    try:
-        return Pin(args.require_version, frozenset(args.require_digest or ()))
-    except PinError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def _verify(args: argparse.Namespace, archive: bytes, *, require_trust: bool) -> tuple[VerifiedBundle, bool]:
@@ -316,14 +283,6 @@ def cmd_test(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------------
 
 
-def add_key_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    """--key/--alg/--key-id/--scope (also used by the registry commands in cli_registry.py)."""
-    parser.add_argument("--key", required=required, help="PEM public key, or the HS256 shared-secret file")
-    parser.add_argument("--alg", choices=SIGN_ALGORITHMS, help="signature algorithm (default: from the key)")
-    parser.add_argument("--key-id", help="key id to report (OPA: a configured id wins over the token's)")
-    parser.add_argument("--scope", help="required signature scope")
-
-
 def _add_trust_options(parser: argparse.ArgumentParser) -> None:
     add_key_options(parser, required=False)
     parser.add_argument("--require-version", metavar="SPEC", help='PEP 440 specifiers, e.g. ">=2.0,<3"')
@@ -397,8 +356,6 @@ def build_parser() -> argparse.ArgumentParser:
     test = commands.add_parser("test", help="run the Rego unit tests of a source directory or bundle")
     test.add_argument("source", metavar="SRC_DIR|FILE.tgz")
     test.set_defaults(func=cmd_test)
-
-    from ig_gate.bundles import cli_registry  # imported here: it imports this module's helpers
 
     cli_registry.register(commands)
     return parser

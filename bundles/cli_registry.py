@@ -2,8 +2,8 @@
 
 Every command that moves or writes a bundle verifies it first with `--key` (publish refuses an unsigned
 or unverifiable bundle, promote refuses a source that does not verify, pull verifies before writing).
-Errors raise BundleError subclasses (exit 1) or cli.UsageError (exit 2); bundles/cli.py reports them
-in one stderr line. The key and pin options are `pack verify`'s (cli.add_key_options, cli.pin_from_args).
+Errors raise BundleError subclasses (exit 1) or cli_args.UsageError (exit 2); bundles/cli.py reports them
+in one stderr line. The key and pin options are `pack verify`'s (bundles/cli_args.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ig_gate.bundles.archive import read_bundle
-from ig_gate.bundles.cli import add_key_options, pin_from_args, read, verification_key
+from ig_gate.bundles.cli_args import add_key_options, pin_from_args, read, verification_key
 from ig_gate.bundles.errors import BundleError
 from ig_gate.bundles.fsutil import write_atomic
 from ig_gate.bundles.registry import (

@@ -6,12 +6,14 @@ import json
 import re
 from urllib.parse import quote, unquote
 
+from ig_gate.errors import IgGateError
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PART = re.compile(r'\.(?P<ident>[A-Za-z_][A-Za-z0-9_]*)|\[(?P<string>"(?:[^"\\]|\\.)*")\]')
 MAX_SEGMENTS = 32
 
 
-class PathError(ValueError):
+class PathError(IgGateError, ValueError):
     """A Data API path or a Rego reference that cannot be converted; the message says what is wrong."""
 
 

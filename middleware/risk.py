@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from ig_gate.errors import IgGateError
 from ig_gate.middleware.settings import RISK_LEVELS
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ SESSION, DEVICE, RESYNC = "session", "device", "resync"
 Listener = Callable[[str, str], None]
 
 
-class RiskStoreError(RuntimeError):
+class RiskStoreError(IgGateError, RuntimeError):
     """The risk store cannot answer: a shared store unreachable, timed out or refused the command, or its
     local view is out of sync and does not know the key (the gate fails by `failure_mode`)."""
 

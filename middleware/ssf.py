@@ -47,6 +47,7 @@ import jwt
 from prometheus_client import CollectorRegistry, Counter
 from starlette.concurrency import run_in_threadpool
 
+from ig_gate.errors import IgGateError
 from ig_gate.middleware.asgi_body import BodyTooLarge, Receive, Scope, Send, read_body, respond, respond_json
 from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.jwks import JWKSet, JWTRejected
@@ -73,7 +74,7 @@ _COMPLIANCE = frozenset({"compliant", "not-compliant"})
 Payload = Mapping[str, Any]
 
 
-class SETRejected(Exception):
+class SETRejected(IgGateError):
     """A SET that is refused: `err` is an RFC 8935 error code, `description` safe to return."""
 
     outcome = ""  # the metrics label when it is not `err`

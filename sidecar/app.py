@@ -16,8 +16,9 @@ The gate, its policy source, risk store and SSF receiver come from the compositi
 (middleware/compose.py `compose`), exactly as for ZeroTrustMiddleware; the lifespan starts and stops their
 background work (`GateSystem.start` / `close`).
 
-Extension point: other sidecar modules contribute an `Extension` (routes, a fallback app for every path
-no route matches, a lifespan context), built by an `ExtensionFactory(settings, gate)`. `build_app` calls
+Extension point (sidecar/extension.py): other sidecar modules contribute an `Extension` (routes, a fallback
+app for every path no route matches, a lifespan context), built by an `ExtensionFactory(settings, gate)`.
+`build_app` calls
 the factories listed in `EXTENSIONS` (the reverse proxy registers there);
 `create_app(..., extensions=[...])` takes them explicitly (tests).
 """
@@ -27,34 +28,21 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
 from ig_gate.middleware.compose import GateSystem, compose
-from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.settings import Settings, load_settings
 from ig_gate.sidecar import coprocessor, forward_auth, opa_api, ops
 from ig_gate.sidecar.admin import admin_auth
 from ig_gate.sidecar.asgi_io import ASGIApp
+from ig_gate.sidecar.extension import Extension, ExtensionFactory
 from ig_gate.sidecar.proxy import proxy_extension
 from ig_gate.sidecar.wiring import Sidecar, client_ip_resolver
 
 CONFIG_ENV = "IG_SIDECAR_CONFIG"  # the config path for `app_from_env` (multi-worker `ig-gate serve`)
 
-
-@dataclass(frozen=True, slots=True)
-class Extension:
-    """What a sidecar module plugs into the app."""
-
-    routes: Sequence[BaseRoute] = ()
-    fallback: ASGIApp | None = None  # serves every request no route matches (e.g. the reverse proxy)
-    lifespan: Callable[[], AbstractAsyncContextManager[None]] | None = None  # entered at startup
-
-
-ExtensionFactory = Callable[[Settings, Gate], Extension | None]  # None: not configured, nothing to add
 
 EXTENSIONS: tuple[ExtensionFactory, ...] = (proxy_extension,)
 

@@ -44,7 +44,7 @@ import contextlib
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -54,11 +54,9 @@ from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.settings import ConfigError, Settings
 from ig_gate.sidecar.asgi_io import Headers, Receive, Scope, Send, respond_json
 from ig_gate.sidecar.client_limits import ClientBodyDeadline, ExchangeLimiter, client_address
+from ig_gate.sidecar.extension import Extension
 from ig_gate.sidecar.forward_auth import identity_headers
 from ig_gate.sidecar.upstream_pool import Connection, Origin, UpstreamError, UpstreamPool, UpstreamTimeout
-
-if TYPE_CHECKING:
-    from ig_gate.sidecar.app import Extension
 
 log = logging.getLogger(__name__)
 
@@ -473,8 +471,6 @@ def _close_code(code: Any) -> int:
 def proxy_extension(settings: Settings, gate: Gate) -> Extension | None:
     """The sidecar extension for reverse-proxy mode (None when `server.upstream` is not set): the
     proxy behind ZeroTrustMiddleware as the fallback for every path no sidecar route serves."""
-    from ig_gate.sidecar.app import Extension  # app.py lists this factory: import it lazily
-
     server = settings.server
     if not server.upstream:
         return None
