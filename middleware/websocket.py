@@ -69,7 +69,7 @@ class WebSocketGate:
         self._cookie = settings.identity.cookie is not None
         self._origins = frozenset(o.lower() for o in settings.identity.allowed_origins)
 
-    def connect(self, scope: Scope, receive: Receive, send: Send) -> SocketGuard:
+    async def connect(self, scope: Scope, receive: Receive, send: Send) -> SocketGuard:
         """Decide a new connection; the guard runs it (or sends its refusal)."""
         headers = header_map(scope["headers"])
         client = scope.get("client")
@@ -86,7 +86,7 @@ class WebSocketGate:
         else:
             verified = self.gate.authenticate(request)
             if type(verified) is Session:
-                session, decision = verified, self.gate.decide(request, verified)
+                session, decision = verified, await self.gate.decide_async(request, verified)
             else:
                 decision = verified
         return SocketGuard(self, request, decision, session, graphql, receive, send)
@@ -126,10 +126,11 @@ class SocketGuard:
         self._send = send
         self._accepted = self._app_closed = False
         self._disconnect: Message | None = None  # what receive() returns once the gate closed the socket
-        self._closed: asyncio.Future[None] | None = None
-        self._pending: asyncio.Future[Message] | None = None  # the server's receive() in flight
+        self._receiver: asyncio.Task[Any] | None = None  # the app's task while it waits in receive()
+        self._interrupted = False  # the gate cancelled that wait to deliver its disconnect
         self._closing: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._rechecks: set[asyncio.Task[None]] = set()  # re-decisions awaiting a remote PDP
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         """Run the app on this connection, or send the refusal when the connect decision refused it."""
@@ -137,7 +138,6 @@ class SocketGuard:
             await self._refuse(scope, self.decision)
             return
         loop = asyncio.get_running_loop()
-        self._closed = loop.create_future()
         live = Live(loop, self.session.session_key, self.session.subject, self.recheck)
         if not self.gate.live.register(live):
             detail = "too many open connections in this process"
@@ -150,10 +150,6 @@ class SocketGuard:
             self.gate.live.unregister(live)
             if self._timer is not None:
                 self._timer.cancel()
-            if self._pending is not None:  # the server's receive() the gate's close cut short
-                self._pending.cancel()
-                if self._pending.done() and not self._pending.cancelled():
-                    self._pending.exception()  # retrieved: a client gone meanwhile is no error here
             if self._closing is not None:
                 await self._closing
 
@@ -178,17 +174,21 @@ class SocketGuard:
         await self._send(message)
 
     async def _next(self) -> Message:
+        """The server's next message, or the gate's disconnect: close() cancels a wait in progress (the
+        servers' receive() is safe to cancel) and the cancellation is turned into the disconnect."""
         if self._disconnect is not None:
             return self._disconnect
-        pending = self._pending
-        if pending is None:
-            pending = self._pending = asyncio.ensure_future(self._receive())
-        assert self._closed is not None
-        await asyncio.wait((pending, self._closed), return_when=asyncio.FIRST_COMPLETED)
-        if self._disconnect is not None:
+        task = self._receiver = asyncio.current_task()
+        try:
+            return await self._receive()
+        except asyncio.CancelledError:
+            if not self._interrupted or task is None:
+                raise
+            task.uncancel()  # ours, not the app's: the app gets the disconnect instead
+            assert self._disconnect is not None
             return self._disconnect
-        self._pending = None
-        return pending.result()
+        finally:
+            self._receiver = None
 
     # -- frames ------------------------------------------------------------------------------------
 
@@ -216,7 +216,7 @@ class SocketGuard:
             operation = payload_operation(frame.get("payload"), self.owner.max_document_bytes)
         except GraphQLRequestError as exc:
             return self._bad_frame(exc.detail)
-        decision = self.gate.decide(self.request._replace(operation=operation), self.session)
+        decision = await self.gate.decide_async(self.request._replace(operation=operation), self.session)
         if decision.passes:
             return True
         if decision.token_error is not None:  # the session itself is refused now, not the operation
@@ -235,11 +235,30 @@ class SocketGuard:
     # -- following the session ---------------------------------------------------------------------
 
     def recheck(self) -> None:
-        """Decide the connection again (on its loop); close it when it no longer passes."""
+        """Decide the connection again (on its loop); close it when it no longer passes. With a remote PDP
+        the decision is awaited in a task (the loop never waits on the network)."""
         if self._disconnect is not None:
+            return
+        if self.gate.awaits_remote:
+            task = asyncio.get_running_loop().create_task(self._recheck_remote())
+            self._rechecks.add(task)
+            task.add_done_callback(self._rechecks.discard)
             return
         verified = self.gate.authenticate(self.request)
         decision = self.gate.decide(self.request, verified) if type(verified) is Session else verified
+        self._settle(verified, decision)
+
+    async def _recheck_remote(self) -> None:
+        verified = self.gate.authenticate(self.request)
+        if type(verified) is Session:
+            decision = await self.gate.decide_async(self.request, verified)
+        else:
+            decision = verified
+        if self._disconnect is None:
+            self._settle(verified, decision)
+
+    def _settle(self, verified: Session | Decision, decision: Decision) -> None:
+        """Keep the connection with its re-verified session, or close it with the refusal."""
         if decision.passes:
             self.session = verified  # type: ignore[assignment]  # a Session: decide() passed it
         else:
@@ -265,8 +284,9 @@ class SocketGuard:
         code = self.owner.responses.close_code(decision)
         reason = (decision.detail or ", ".join(decision.reasons))[:_MAX_REASON]
         self._disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
-        if self._closed is not None and not self._closed.done():
-            self._closed.set_result(None)
+        if self._receiver is not None:
+            self._interrupted = True
+            self._receiver.cancel()
         self._closing = asyncio.ensure_future(self._close_client(code, reason))
 
     async def _close_client(self, code: int, reason: str) -> None:
