@@ -26,6 +26,7 @@ from ig_gate.bundles.policy import PolicySnapshot, StaticPolicySource
 from ig_gate.bundles.signing import sign_bundle
 from ig_gate.middleware.asgi import ZeroTrustMiddleware
 from ig_gate.middleware.gate import Gate, verify_options
+from ig_gate.middleware.live import LiveConnections
 from ig_gate.middleware.risk import RiskStore
 from ig_gate.middleware.risk_redis import RedisRiskStore
 from tests.middleware.conftest import REPO, US_IP, World
@@ -431,3 +432,31 @@ def test_with_redis_a_revocation_written_by_another_replica_closes_the_socket_wi
     assert code == 4401
     assert latency < CLOSE_BUDGET_S, latency
     print(f"close after a revocation through Redis pub/sub: {latency * 1000:.0f} ms")
+
+
+def test_a_device_reported_not_compliant_closes_the_sockets_it_attested_with_4403(world, serve):
+    served = serve()
+    attested = world.attestation("managed", device_id="dev-ws")
+
+    async def scenario() -> int | None:
+        headers = bearer(world.token(), **{"x-device-attestation": attested})
+        ws = await open_socket(served.url(), additional_headers=headers)
+        assert (await operation(ws, "1", MUTATION))["type"] == "next"  # managed: writes pass
+        await asyncio.to_thread(
+            served.gate.risk_store.set_posture, "dev-ws", "not-compliant", reason="caep device-compliance"
+        )
+        return await close_code(ws)
+
+    assert asyncio.run(scenario()) == 4403
+
+
+def test_sockets_beyond_the_per_process_bound_are_refused_4503(world, serve):
+    served = serve()
+    served.gate.live = LiveConnections(served.gate.policy, served.gate.risk_store, limit=1)
+
+    async def scenario() -> int | None:
+        async with await open_socket(served.url(), additional_headers=bearer(world.token())):
+            second = await open_socket(served.url(), additional_headers=bearer(world.token()), init=False)
+            return await close_code(second)
+
+    assert asyncio.run(scenario()) == 4503
