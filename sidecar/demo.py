@@ -49,6 +49,8 @@ decision_log:
   path: decisions.jsonl
 metrics:
   tenants: [acme, globex]
+graphql:
+  paths: [/graphql, /graphql/ws]  # every operation on these paths is decided, WebSocket frames included
 failure_mode: closed
 exclude_paths: [/healthz, /metrics, /ui]
 """
