@@ -131,7 +131,7 @@ class ZeroTrustMiddleware:
                 return
             receive = _replay(body, receive)
             request = GateRequest(method, path, scope["query_string"], headers, client and client[0], body)
-        decision = self.gate.decide(request, session)
+        decision = await self.gate.decide_async(request, session)
         if decision.passes:
             _set_identity(scope, decision)
             await self.app(scope, receive, send)
@@ -174,7 +174,7 @@ class ZeroTrustMiddleware:
         if self._is_excluded("GET", path):
             await self.app(scope, receive, send)
             return
-        guard = self.websockets.connect(scope, receive, send)  # the connect checks and decision
+        guard = await self.websockets.connect(scope, receive, send)  # the connect checks and decision
         if guard.decision.passes:
             _set_identity(scope, guard.decision)
         await guard.run(self.app, scope)  # the refusal, or the app with every operation frame decided

@@ -103,6 +103,24 @@ class _Trace:
     input: Mapping[str, Any] | InputKey | None = None
     result: Mapping[str, Any] | None = None
     revision: str | None = None
+    answer: Answer | None = None  # decide_async: defer a remote memo miss, or the remote's answer
+
+
+# (input key, verdict or None when the remote failed, input document): what decide_async awaited for an
+# input; key None answers any input (the last pass of an input that kept changing)
+Answer = tuple[InputKey | None, Verdict | None, Mapping[str, Any] | None]
+_DEFER: Answer = ((object(),), None, None)  # no answer yet: a memo miss on a remote source is deferred
+_ASKS = 3  # remote answers awaited for one request before its input is given up on (engine_error)
+
+
+class _Deferred(Exception):
+    """A memo miss on a policy source that answers over the network: decide_async awaits it off the loop."""
+
+    def __init__(self, snapshot: PolicySnapshot, key: InputKey) -> None:
+        super().__init__("remote policy evaluation deferred")
+        self.snapshot: Any = snapshot  # a remote snapshot: it has evaluate_async
+        self.key = key
+        self.document = policy_input(key)
 
 
 class _Throttle:
@@ -155,6 +173,7 @@ class Gate:
         self.risk_store = risk_store  # where IdP risk events raise a session's risk (sidecar)
         self.live = LiveConnections(policy, risk_store)  # open WebSockets, re-decided as things change
         metrics.watch_risk_store(risk_store)  # a shared store's local view: its age, whether in sync
+        self.awaits_remote = hasattr(policy, "evaluate_async")  # a remote PDP: decide_async awaits it
         self.key_sets = dict(key_sets or {})
         self.problems = list(problems)
         if sessions is None:
@@ -214,14 +233,46 @@ class Gate:
         it to decide() with the body), or its recorded refusal, decided without the body."""
         return self._run(request, None, False)
 
-    def _run(self, request: GateRequest, session: Session | None, whole: bool) -> Decision | Session:
+    async def decide_async(self, request: GateRequest, session: Session | None = None) -> Decision:
+        """decide() for a transport on an event loop. A policy source that answers over the network (the
+        remote PDP: `evaluate_async`) is never called on the loop: a memo miss is awaited (a worker thread,
+        the source's timeout) and the request decided again with that answer; an input that changed
+        meanwhile is asked again, at most _ASKS times, then fails (engine_error). Other sources (the Rego
+        engine is thread-affine) decide at once, as decide()."""
+        if not self.awaits_remote:
+            return self.decide(request, session)
+        outcome = self._run(request, session, True, _DEFER)
+        for _ in range(_ASKS):
+            if type(outcome) is not _Deferred:
+                break
+            outcome = self._run(request, session, True, await self._ask(outcome))
+        if type(outcome) is _Deferred:
+            outcome = self._run(request, session, True, (None, None, outcome.document))
+        assert type(outcome) is Decision
+        return outcome
+
+    async def _ask(self, deferred: _Deferred) -> Answer:
+        """The remote source's verdict for a deferred input (None when it failed: logged here)."""
+        try:
+            result = await deferred.snapshot.evaluate_async(self._query, deferred.document)
+            verdict: Verdict | None = verdict_from_result(result)
+        except (PolicyEvalError, PolicyResultError) as exc:
+            self._log_failure("engine_error", exc)
+            verdict = None
+        return deferred.key, verdict, deferred.document
+
+    def _run(
+        self, request: GateRequest, session: Session | None, whole: bool, answer: Answer | None = None
+    ) -> Decision | Session | _Deferred:
         started = time.perf_counter()
         graphql = request.graphql or request.is_websocket or self.classifier.is_graphql(request.path)
-        trace = _Trace(graphql, session=session)
+        trace = _Trace(graphql, session=session, answer=answer)
         try:
             decision = self._decide(request, trace, whole)
             if type(decision) is Session:
                 return decision
+        except _Deferred as deferred:  # nothing recorded: decide_async asks the remote, then decides
+            return deferred
         except MalformedRequest as exc:
             decision = self._refusal(
                 BAD_REQUEST, "malformed_request", exc.detail, trace, "malformed" if exc.auth else None
@@ -320,7 +371,7 @@ class Gate:
         comparison = self._comparison
         ticket = None if comparison is None else comparison.ticket(session.tenant, session.session_key)
         if comparison is None or ticket is None:
-            verdict, trace.input = self._verdict(snapshot, key)
+            verdict, trace.input = self._verdict(snapshot, key, trace.answer)
         else:
             snapshot, verdict, trace.input = comparison.compare(ticket, snapshot, key)
             revision = trace.revision = snapshot.revision
@@ -354,14 +405,24 @@ class Gate:
         self._tokens.verified(headers, token)
         return session
 
-    def _verdict(self, snapshot: PolicySnapshot, key: InputKey) -> tuple[Verdict | None, Mapping[str, Any]]:
-        """(verdict, or None when the engine failed; the input document); memoized when the bundle allows."""
+    def _verdict(
+        self, snapshot: PolicySnapshot, key: InputKey, answer: Answer | None = None
+    ) -> tuple[Verdict | None, Mapping[str, Any]]:
+        """(verdict, or None when the engine failed; the input document); memoized when the bundle allows.
+        `answer` (decide_async only): the remote's verdict for this input, or defer a remote memo miss."""
         memo = self._memo if snapshot.cacheable else None
+        if answer is not None and (answer[0] is None or answer[0] == key):  # awaited for this input
+            verdict, document = answer[1], answer[2] or policy_input(key)
+            if verdict is not None and memo is not None:
+                memo.put(key, (verdict, document))
+            return verdict, document
         if memo is not None:
             memoized = memo.get(key)
             self.metrics.memo(memoized is not None)
             if memoized is not None:
                 return memoized
+        if answer is not None and hasattr(snapshot, "evaluate_async"):  # never over the network on the loop
+            raise _Deferred(snapshot, key)
         return self._evaluate(snapshot, key, memo, self._log_failure)
 
     def _evaluate(
@@ -553,6 +614,15 @@ def _identity(trace: _Trace, decision_id: str) -> Identity:
         session.subject, session.tenant, session.risk, trace.posture, trace.country, decision_id,
         trace.profile, session.acr, session.stepup_satisfied,
     ))  # fmt: skip
+
+
+async def evaluate_policy(snapshot: PolicySnapshot, query: str, input: Mapping[str, Any]) -> Any:
+    """snapshot.evaluate(query, input) for a caller on an event loop: awaited off the loop (with its
+    timeout) when the snapshot answers over the network (the remote PDP), else evaluated here."""
+    evaluate_async = getattr(snapshot, "evaluate_async", None)
+    if evaluate_async is not None:
+        return await evaluate_async(query, input)
+    return snapshot.evaluate(query, input)
 
 
 def verify_options(settings: Settings) -> VerifyOptions:

@@ -1,16 +1,22 @@
 """A policy source that asks a remote OPA-compatible server (OPA itself, or another ig-gate's Data API)
 through opa-python-client, for operators who keep their OPA (`bundle.remote_opa_url`).
 
-The snapshot it hands the gate evaluates `data.<path>` with `POST /v1/data/<path>`. Calls block the
-serving thread for at most `timeout_s` (no retries: a slow PDP must not stall every request); any failure
-is a PolicyEvalError, which the gate turns into a failure-mode decision (503 when failing closed).
-Decisions are memoized by the gate like local ones (short TTL), under the revision `remote:<url>`.
+The snapshot it hands the gate evaluates `data.<path>` with `POST /v1/data/<path>`. The event loop never
+waits on it: transports call `Gate.decide_async`, which awaits `evaluate_async` on a memo miss: the HTTP
+call (`requests`, no retries) runs in one of at most `MAX_CALLS` worker threads and is awaited at most
+`timeout_s` (a slow PDP delays only the requests that wait for it, and only that long). There is no
+engine here, so nothing thread-affine goes into the pool. `evaluate` is the same call, blocking: for
+callers on their own thread. Any failure or a call without an answer in time is a PolicyEvalError, which
+the gate turns into a failure-mode decision (503 when failing closed). Decisions are memoized by the gate
+like local ones (short TTL), under the revision `remote:<url>`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +26,8 @@ from opa_client import OpaClient
 from ig_gate.bundles.errors import PolicyEvalError
 from ig_gate.middleware.rego_path import PathError, path_for_query
 from ig_gate.middleware.settings import ConfigError
+
+MAX_CALLS = 16  # remote calls in flight per process; more wait for a thread (within their timeout)
 
 
 class RemoteSnapshot:
@@ -38,6 +46,10 @@ class RemoteSnapshot:
         """The remote server's result for `query` (None when undefined); PolicyEvalError on any failure."""
         return self._source.evaluate(query, input)
 
+    async def evaluate_async(self, query: str, input: Mapping[str, Any]) -> Any:
+        """evaluate(), awaited off the event loop with the source's timeout."""
+        return await self._source.evaluate_async(query, input)
+
 
 class RemotePolicySource:
     """A PolicySource backed by a remote OPA-compatible Data API."""
@@ -52,6 +64,8 @@ class RemotePolicySource:
             host=parts.hostname, port=port, ssl=parts.scheme == "https", token=token,
             timeout=timeout_s, retries=0,
         )
+        self._timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(MAX_CALLS, thread_name_prefix="ig-gate-remote-pdp")  # threads on use
         self._snapshot = RemoteSnapshot(self)
         self._lock = threading.Lock()
         self._counts = {"evaluations": 0, "failures": 0}
@@ -77,6 +91,16 @@ class RemotePolicySource:
             raise PolicyEvalError(f"remote PDP {self.url}: response for {path} is not a JSON object")
         return body.get("result")
 
+    async def evaluate_async(self, query: str, input: Mapping[str, Any]) -> Any:
+        """evaluate() in a worker thread, awaited at most timeout_s (waiting for a thread included);
+        PolicyEvalError on any failure or when no answer came in time."""
+        call = asyncio.get_running_loop().run_in_executor(self._pool, self.evaluate, query, input)
+        try:
+            return await asyncio.wait_for(call, self._timeout_s)
+        except TimeoutError:
+            self._count(f"no answer within {self._timeout_s}s")
+            raise PolicyEvalError(f"remote PDP {self.url}: no answer within {self._timeout_s}s") from None
+
     def ready(self) -> str | None:
         """None when the remote reports healthy with its bundles activated, else why not (does I/O)."""
         if self._client.check_health(query={"bundles": True}):
@@ -89,7 +113,8 @@ class RemotePolicySource:
             return {"url": self.url, **self._counts, "last_error": self._last_error}
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Stop the worker threads (calls in flight end with their timeout) and close the HTTP session."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close_connection()
 
     def _count(self, error: str | None) -> None:

@@ -17,9 +17,10 @@ Staleness bound: a change written to Redis by any replica is applied here as soo
 (default 2 s), so a change is never missed for longer than that without the gate knowing it. Out of sync
 (Redis stopped, unreachable, or the subscription lost), keys keep their known state (an entry the view
 holds; a warm session it proved clear while in sync stays clear) and a lookup of any other key raises
-RiskStoreError: the gate fails by `failure_mode` (closed: 503 `risk_store_unavailable`). A subscription that gets no answer for `stale_after_s` is dropped and made
-again (a fresh load follows). Metrics: `ig_gate_risk_view_age_seconds`, `ig_gate_risk_view_synced`,
-`ig_gate_risk_view_dropped_total` (middleware/metrics.py `watch_risk_view`).
+RiskStoreError: the gate fails by `failure_mode` (closed: 503 `risk_store_unavailable`). A subscription
+that gets no answer for `stale_after_s` is dropped and made again (a fresh load follows). Metrics:
+`ig_gate_risk_view_age_seconds`, `ig_gate_risk_view_synced`, `ig_gate_risk_view_dropped_total`
+(middleware/metrics.py `watch_risk_store`).
 
 Writes (`raise_risk`, `revoke`, `set_posture`, the SSF `jti` claims) do one Redis round trip and block
 the calling thread: call them from a worker thread, never on an event loop (the SSF endpoint does). The
@@ -27,9 +28,9 @@ entry as Redis merged it is applied to the local view at once, then announced to
 connection failure or timeout, writes fail fast (RiskStoreError, no network) for `retry_after_s`; a
 command Redis refuses (e.g. WRONGTYPE) raises without that back-off.
 
-The subscriber thread starts with `start()` (the gate's start, at ASGI lifespan startup), with
-`subscribe()`, or lazily on the first lookup for servers without lifespan; until its first load the view
-is out of sync.
+The subscriber thread starts with `start()` or `subscribe()` (the gate's start, at ASGI lifespan startup),
+which wait for its first load (at most `stale_after_s`), or lazily on the first lookup for servers without
+lifespan, which does not wait: until its first load the view is out of sync.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ class RedisRiskStore:
         self._subscriber: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
+        self._loaded = threading.Event()  # the first full load is applied
 
     @classmethod
     def from_url(cls, url: str, *, timeout_s: float = 1.0, **options: Any) -> RedisRiskStore:
@@ -153,13 +155,13 @@ class RedisRiskStore:
         """The live override for a session key, or None; RiskStoreError when the view is out of sync and
         does not know the key."""
         if self._subscriber is None:
-            self.start()
+            self._start()
         return self.view.session(session_key)
 
     def get_posture(self, device_key: str) -> str | None:
         """The live compliance status for a device key, or None; RiskStoreError as for get()."""
         if self._subscriber is None:
-            self.start()
+            self._start()
         return self.view.posture(device_key)
 
     # -- writes (IdP events; from a worker thread, never on an event loop) ---------------------------
@@ -203,7 +205,14 @@ class RedisRiskStore:
         self.start()
 
     def start(self) -> None:
-        """Start the subscriber thread (once; no I/O on the calling thread)."""
+        """Start the subscriber thread (once; no I/O on the calling thread), then wait for its first load
+        up to stale_after_s, so that a process starting up (lifespan startup: no request is waiting) serves
+        its first request in sync; with Redis down it goes on out of sync."""
+        self._start()
+        self._loaded.wait(self.view.stale_after_s)
+
+    def _start(self) -> None:
+        """Start the subscriber thread once (the lazy start of a lookup does not wait for its load)."""
         with self._start_lock:
             if self._subscriber is not None or self._stop.is_set():
                 return
@@ -264,6 +273,7 @@ class RedisRiskStore:
             self.view.abort_load()
             raise
         self.view.finish_load(loaded)
+        self._loaded.set()
         log.info("risk store %s: view loaded (%d entries)", self.where, len(self.view))
         self._listeners.announce(RESYNC, "")
 

@@ -69,7 +69,7 @@ class WebSocketGate:
         self._cookie = settings.identity.cookie is not None
         self._origins = frozenset(o.lower() for o in settings.identity.allowed_origins)
 
-    def connect(self, scope: Scope, receive: Receive, send: Send) -> SocketGuard:
+    async def connect(self, scope: Scope, receive: Receive, send: Send) -> SocketGuard:
         """Decide a new connection; the guard runs it (or sends its refusal)."""
         headers = header_map(scope["headers"])
         client = scope.get("client")
@@ -86,7 +86,7 @@ class WebSocketGate:
         else:
             verified = self.gate.authenticate(request)
             if type(verified) is Session:
-                session, decision = verified, self.gate.decide(request, verified)
+                session, decision = verified, await self.gate.decide_async(request, verified)
             else:
                 decision = verified
         return SocketGuard(self, request, decision, session, graphql, receive, send)
@@ -130,6 +130,7 @@ class SocketGuard:
         self._interrupted = False  # the gate cancelled that wait to deliver its disconnect
         self._closing: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._rechecks: set[asyncio.Task[None]] = set()  # re-decisions awaiting a remote PDP
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         """Run the app on this connection, or send the refusal when the connect decision refused it."""
@@ -215,7 +216,7 @@ class SocketGuard:
             operation = payload_operation(frame.get("payload"), self.owner.max_document_bytes)
         except GraphQLRequestError as exc:
             return self._bad_frame(exc.detail)
-        decision = self.gate.decide(self.request._replace(operation=operation), self.session)
+        decision = await self.gate.decide_async(self.request._replace(operation=operation), self.session)
         if decision.passes:
             return True
         if decision.token_error is not None:  # the session itself is refused now, not the operation
@@ -234,11 +235,30 @@ class SocketGuard:
     # -- following the session ---------------------------------------------------------------------
 
     def recheck(self) -> None:
-        """Decide the connection again (on its loop); close it when it no longer passes."""
+        """Decide the connection again (on its loop); close it when it no longer passes. With a remote PDP
+        the decision is awaited in a task (the loop never waits on the network)."""
         if self._disconnect is not None:
+            return
+        if self.gate.awaits_remote:
+            task = asyncio.get_running_loop().create_task(self._recheck_remote())
+            self._rechecks.add(task)
+            task.add_done_callback(self._rechecks.discard)
             return
         verified = self.gate.authenticate(self.request)
         decision = self.gate.decide(self.request, verified) if type(verified) is Session else verified
+        self._settle(verified, decision)
+
+    async def _recheck_remote(self) -> None:
+        verified = self.gate.authenticate(self.request)
+        if type(verified) is Session:
+            decision = await self.gate.decide_async(self.request, verified)
+        else:
+            decision = verified
+        if self._disconnect is None:
+            self._settle(verified, decision)
+
+    def _settle(self, verified: Session | Decision, decision: Decision) -> None:
+        """Keep the connection with its re-verified session, or close it with the refusal."""
         if decision.passes:
             self.session = verified  # type: ignore[assignment]  # a Session: decide() passed it
         else:

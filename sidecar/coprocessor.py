@@ -39,7 +39,7 @@ from starlette.routing import BaseRoute, Route
 from ig_gate.bundles.errors import PolicyEvalError
 from ig_gate.errors import IgGateError
 from ig_gate.middleware.decision import Decision
-from ig_gate.middleware.gate import GateRequest
+from ig_gate.middleware.gate import GateRequest, evaluate_policy
 from ig_gate.sidecar.asgi_io import (
     BodyTooLarge,
     Receive,
@@ -89,9 +89,9 @@ class Coprocessor(SidecarEndpoint):
         if payload.get("version") != VERSION or not isinstance(payload.get("stage"), str):
             await _invalid(send, 400, f"coprocessor payload needs version {VERSION} and a stage")
             return
-        await respond_json(send, 200, self.handle(payload), _JSON_CONTENT)
+        await respond_json(send, 200, await self.handle(payload), _JSON_CONTENT)
 
-    def handle(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The response payload for a well-formed envelope (never raises)."""
         stage = payload["stage"]
         answer = {key: payload[key] for key in _ECHOED if key in payload}
@@ -105,7 +105,7 @@ class Coprocessor(SidecarEndpoint):
             request = _gate_request(payload, string_body)
         except PayloadError as exc:
             return self._refuse(answer, self.sidecar.malformed(str(exc), graphql=True), string_body)
-        decision = self.gate.decide(request)
+        decision = await self.gate.decide_async(request)
         if not decision.passes:
             return self._refuse(answer, decision, string_body)
         entries = _entries(payload)
@@ -123,12 +123,12 @@ class Coprocessor(SidecarEndpoint):
             }
         required = entries.get(POLICIES_KEY)
         if stage == "SupergraphRequest" and isinstance(required, Mapping):
-            entries[POLICIES_KEY] = self.policies(required, decision)
+            entries[POLICIES_KEY] = await self.policies(required, decision)
         context = payload.get("context")
         answer["context"] = {**(context if isinstance(context, dict) else {}), "entries": entries}
         return answer
 
-    def policies(self, required: Mapping[str, Any], decision: Decision) -> dict[str, bool]:
+    async def policies(self, required: Mapping[str, Any], decision: Decision) -> dict[str, bool]:
         """name -> whether `data.ig.policies[name]` is exactly true for the decision's input."""
         snapshot = self.gate.policy.current()
         document = decision.input
@@ -138,7 +138,8 @@ class Coprocessor(SidecarEndpoint):
             if snapshot is None or document is None or index >= _MAX_POLICIES:
                 continue
             try:
-                granted[name] = snapshot.evaluate(f"{POLICY_PACKAGE}[{json.dumps(name)}]", document) is True
+                query = f"{POLICY_PACKAGE}[{json.dumps(name)}]"
+                granted[name] = await evaluate_policy(snapshot, query, document) is True
             except PolicyEvalError as exc:
                 log.warning("@policy %.64r could not be evaluated: %s", name, str(exc)[:200])
         return granted

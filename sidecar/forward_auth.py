@@ -100,7 +100,7 @@ class ForwardAuth(SidecarEndpoint):
             if body is None:
                 return
             request = GateRequest(method, path, query, headers, peer, body)
-        decision = self.gate.decide(request, session)
+        decision = await self.gate.decide_async(request, session)
         if decision.passes:
             identity = decision.identity
             out = identity_headers(identity) if identity is not None else []

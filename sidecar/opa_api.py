@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ig_gate.bundles.errors import PolicyEvalError
+from ig_gate.middleware.gate import evaluate_policy
 from ig_gate.middleware.rego_path import PathError, query_for_path
 from ig_gate.sidecar.wiring import Sidecar
 
@@ -47,7 +48,7 @@ def routes(sidecar: Sidecar) -> list[BaseRoute]:
     """The Data API and /health routes."""
     gate = sidecar.gate
 
-    def evaluate(path: str, input_document: Any, warning: dict[str, str] | None = None) -> Response:
+    async def evaluate(path: str, input_document: Any, warning: dict[str, str] | None = None) -> Response:
         try:
             query = query_for_path(path)
         except PathError as exc:
@@ -58,7 +59,8 @@ def routes(sidecar: Sidecar) -> list[BaseRoute]:
         if snapshot is None:
             return opa_error(500, INTERNAL, "no verified policy bundle is active")
         try:
-            result = snapshot.evaluate(query, input_document if input_document is not None else {})
+            document = input_document if input_document is not None else {}
+            result = await evaluate_policy(snapshot, query, document)
         except PolicyEvalError as exc:
             return opa_error(500, INTERNAL, str(exc)[:500])
         body: dict[str, Any] = {"decision_id": sidecar.ids.next()}
@@ -74,7 +76,7 @@ def routes(sidecar: Sidecar) -> list[BaseRoute]:
         except _BadRequest as exc:
             return opa_error(400, INVALID, str(exc))
         warning = MISSING_INPUT if document is None else None
-        return evaluate(request.path_params.get("path", ""), document, warning)
+        return await evaluate(request.path_params.get("path", ""), document, warning)
 
     async def get_data(request: Request) -> Response:
         raw = request.query_params.get("input")
@@ -82,7 +84,7 @@ def routes(sidecar: Sidecar) -> list[BaseRoute]:
             document = None if raw is None else json.loads(raw)
         except (ValueError, RecursionError):
             return opa_error(400, INVALID, "input query parameter: not valid JSON")
-        return evaluate(request.path_params.get("path", ""), document)
+        return await evaluate(request.path_params.get("path", ""), document)
 
     async def health(request: Request) -> Response:
         params = request.query_params
