@@ -13,6 +13,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY errors/ errors/
 COPY bundles/ bundles/
 COPY geo/ geo/
 COPY middleware/ middleware/
