@@ -397,7 +397,9 @@ def risk_store_from_settings(settings: Settings) -> RiskStore:
     """Redis when `risk_store.redis_url` is set (replicas share it), else an in-memory store."""
     store = settings.risk_store
     if store.redis_url:
-        return RedisRiskStore.from_url(store.redis_url, ttl_s=store.ttl_s)
+        return RedisRiskStore.from_url(
+            store.redis_url, ttl_s=store.ttl_s, stale_after_s=store.stale_after_s, max_entries=store.max_entries
+        )
     return InMemoryRiskStore(ttl_s=store.ttl_s)
 
 

@@ -329,6 +329,16 @@ class RiskStoreSettings:
         str | None, Meta(description="redis://host:port/db shared by every process; null: in memory, one "
                                "process.")
     ] = None
+    # the request path reads a local view of Redis kept current by a background subscriber (risk_redis.py)
+    stale_after_s: Annotated[
+        Seconds, Meta(description="Redis: the staleness bound of the local risk view. A view that has not "
+                      "heard from Redis for longer is out of sync: sessions it does not know fail by "
+                      "failure_mode.")
+    ] = 2.0
+    max_entries: Annotated[
+        PositiveInt, Meta(description="Redis: risk entries (and warm sessions) the local view holds per "
+                          "kind; a new one beyond is dropped and counted, and the view is out of sync.")
+    ] = 100_000
 
 
 @dataclass(frozen=True, slots=True)
