@@ -156,8 +156,7 @@ def policy_wiring(settings: Settings, metrics: GateMetrics | None = None) -> Pol
         return PolicyWiring(remote, "remote", close=remote.close, status=remote.status, ready=remote.ready)
     if bundle.registry:
         return _registry_wiring(settings, metrics)
-    source, problems = _file_policy(settings)
-    return PolicyWiring(source, "file", problems=problems)
+    return _file_wiring(settings)
 
 
 def _registry_wiring(settings: Settings, metrics: GateMetrics | None) -> PolicyWiring:
@@ -211,20 +210,20 @@ class _Unavailable:
         return None
 
 
-def _file_policy(settings: Settings) -> tuple[PolicySource, tuple[str, ...]]:
-    """A StaticPolicySource for bundle.path, or (an unavailable source, (why,)) when it cannot be used:
-    the gate then fails by `failure_mode` and says why (one log line)."""
+def _file_wiring(settings: Settings) -> PolicyWiring:
+    """bundle.path as a StaticPolicySource, or an unavailable source and why when the file cannot be used
+    (the gate then fails by `failure_mode` and says why, one log line)."""
     bundle = settings.bundle
     try:
         if bundle.path is None:
             raise ConfigError("bundle.path: not set (nor bundle.registry, nor bundle.remote_opa_url)")
         source = StaticPolicySource(bundle.path, verify_options(settings))
         check_min_version(source.current().verified.version, bundle.min_version, bundle.path)
-        return source, ()
+        return PolicyWiring(source, "file")
     except (BundleError, ConfigError, OSError) as exc:
         reason = f"policy bundle {bundle.path}: {type(exc).__name__}: {str(exc)[:300]}"
         log.error("ig-gate has no usable policy (failing %s): %s", settings.failure_mode, reason)
-        return _Unavailable(reason), (reason,)
+        return PolicyWiring(_Unavailable(reason), "file", problems=(reason,))
 
 
 def build_gate(
@@ -239,13 +238,19 @@ def build_gate(
     """The Gate and every collaborator from settings (not started); `policy` (a source, or a wiring that
     brings its rollout), `risk_store` and `ip_resolver` replace the defaults (the bundle file, an in-memory
     store, the `geo.*` trusted proxies) when given. Bad settings (key sets, geo database, CIDRs) raise; a
-    bundle file that cannot be used does not (see `_file_policy`)."""
+    bundle file that cannot be used does not (see `_file_policy`). A registry channel or a remote PDP has
+    a lifecycle of its own: build those with compose()."""
     metrics = metrics or GateMetrics(tenants=settings.metrics.tenants)
     identity, device, geo = settings.identity, settings.device, settings.geo
     if identity.jwks is None:
         raise ConfigError("identity.jwks: required (a JWKS file path or an https URL)")
-    if not isinstance(policy, PolicyWiring):
-        policy = PolicyWiring(policy, "given") if policy is not None else policy_wiring(settings, metrics)
+    if policy is None:
+        if settings.bundle.registry or settings.bundle.remote_opa_url:
+            key = "bundle.registry" if settings.bundle.registry else "bundle.remote_opa_url"
+            raise ConfigError(f"{key}: this policy source is started and stopped by compose(settings)")
+        policy = _file_wiring(settings)
+    elif not isinstance(policy, PolicyWiring):
+        policy = PolicyWiring(policy, "given")
     key_sets = {"identity": _key_set(identity.jwks, settings, metrics)}
     if device.attestation_jwks:
         key_sets["device"] = _key_set(device.attestation_jwks, settings, metrics)

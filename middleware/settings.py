@@ -454,7 +454,7 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
     risk_store: RiskStoreSettings = field(default_factory=RiskStoreSettings)
-    ssf: Annotated[SSFSettings, SIDECAR_ONLY] = field(default_factory=SSFSettings)
+    ssf: SSFSettings = field(default_factory=SSFSettings)  # the middleware serves POST /ssf/events too
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
     server: Annotated[ServerSettings, SIDECAR_ONLY] = field(default_factory=ServerSettings)
     failure_mode: Annotated[

@@ -100,8 +100,8 @@ def test_an_editor_validating_with_the_schema_agrees_with_the_loader(
 def test_config_reference_marks_sidecar_only_sections_and_files(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "reference"]) == 0
     text = capsys.readouterr().out
-    assert "## `server` (sidecar only)" in text and "## `ssf` (sidecar only)" in text
-    assert "## `memo`\n" in text
+    assert "## `server` (sidecar only)" in text
+    assert "## `memo`\n" in text and "## `ssf`\n" in text  # the middleware serves POST /ssf/events too
     row = next(line for line in text.splitlines() if line.startswith("| `jwks`"))
     assert "IG_GATE_IDENTITY__JWKS" in row and "*(file: must exist)*" in row
 
