@@ -60,6 +60,7 @@ class RiskView:
         self._clear: dict[str, dict[str, None]] = {SESSIONS: {}, DEVICES: {}}
         self._heard = float("-inf")  # every change published before this monotonic instant is applied
         self._complete = False  # a full load is applied and nothing was dropped since
+        self._fresh_until = float("-inf")  # in sync until then: heard + stale_after_s while complete
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, str], tuple[Any, float] | None] | None = None
         self.dropped = 0  # new keys refused because the view was full
@@ -81,7 +82,7 @@ class RiskView:
         if entry is not None and entry[1] > now:
             return entry[0]
         clear = self._clear[kind]
-        if self._complete and now - self._heard <= self.stale_after_s:
+        if now <= self._fresh_until:  # in sync: no live entry means none
             if key not in clear:
                 self._remember(clear, key)
             return None
@@ -111,7 +112,7 @@ class RiskView:
 
     def synced(self) -> bool:
         """Whether an unknown key is proved clear (loaded, complete, heard within stale_after_s)."""
-        return self._complete and self.age() <= self.stale_after_s
+        return self._clock() <= self._fresh_until
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._entries.values())
@@ -140,6 +141,7 @@ class RiskView:
         with self._lock:
             if at > self._heard:
                 self._heard = at
+                self._refresh()
 
     def begin_load(self) -> None:
         """A full load starts: changes applied from now on are kept over what the load brings."""
@@ -161,6 +163,7 @@ class RiskView:
                 self._put(fresh[kind], kind, key, entry)
             self._loading = None
             self._entries = fresh
+            self._refresh()
 
     def abort_load(self) -> None:
         """The load failed: keep the current entries."""
@@ -177,6 +180,10 @@ class RiskView:
                     del entries[key]
                     purged += 1
         return purged
+
+    def _refresh(self) -> None:
+        """Under the lock: the instant until which the view is in sync."""
+        self._fresh_until = self._heard + self.stale_after_s if self._complete else float("-inf")
 
     def _put(self, entries: _Entries, kind: str, key: str, entry: tuple[Any, float] | None) -> None:
         """Under the lock: set or remove one entry, within max_entries (else dropped and counted)."""
@@ -196,5 +203,6 @@ class RiskView:
                         self.where, self.max_entries, "session" if kind == SESSIONS else "device",
                     )
                 self._complete = False
+                self._refresh()
                 return
         entries[key] = entry
