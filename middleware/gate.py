@@ -4,6 +4,9 @@
 `PolicySnapshot` keeps one engine per thread) and never raises: malformed input is a 400/401 decision,
 anything unexpected is a failure-mode decision (503 unless `failure_mode: open`), counted and logged
 without secrets. Missing or invalid tokens are refused before the policy is consulted.
+Nothing on that path waits on the network: a shared risk store is read from its local view
+(middleware/risk_view.py), and transports on an event loop call `Gate.decide_async`, which awaits a
+remote PDP's answer off the loop (decide() itself for every other policy source).
 """
 
 from __future__ import annotations
