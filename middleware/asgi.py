@@ -26,6 +26,7 @@ instead, and it is closed at interpreter exit (`atexit`).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import gc
 import logging
@@ -92,7 +93,7 @@ class ZeroTrustMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._lazy:
-            self._start_lazily(scope)
+            await self._start_lazily(scope)
         if scope["type"] != "http":  # HTTP is handled here, not in a method: one coroutine less per request
             await self._other(scope, receive, send)
             return
@@ -192,26 +193,28 @@ class ZeroTrustMiddleware:
         async def lifespan_send(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
                 self._lazy = False
-                self.system.start()  # bundle polling, key-set refresh, risk events, decision-log writer
+                # bundle polling, key-set refresh, risk events, decision-log writer; the last-good bundle
+                # is loaded and the risk view's first load awaited off the event loop
+                await asyncio.to_thread(self.system.start)
                 if self.gate.settings.server.gc_freeze:
                     freeze_heap()
             if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                self.system.close()  # flush the decision log even when the app's shutdown failed
+                await asyncio.to_thread(self.system.close)  # flush the decision log even when shutdown failed
             await send(message)
 
         return lifespan_send
 
-    def _start_lazily(self, scope: Scope) -> None:
+    async def _start_lazily(self, scope: Scope) -> None:
         """The first request or WebSocket came before any lifespan startup (a server without lifespan):
-        start the background work now, once, and close it at interpreter exit."""
+        start the background work now (off the event loop), once, and close it at interpreter exit."""
         if scope["type"] == "lifespan":  # the startup on its way starts it
             return
         self._lazy = False
         if self.system.started:
             return
         log.info("ig-gate: no ASGI lifespan startup before the first request; starting background work now")
-        self.system.start()
         atexit.register(self.system.close)
+        await asyncio.to_thread(self.system.start)
 
 
 def _serving(endpoint: ASGIApp, path: str, app: ASGIApp) -> ASGIApp:

@@ -25,6 +25,7 @@ the factories listed in `EXTENSIONS` (the reverse proxy registers there);
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -78,7 +79,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        system.start()  # bundle polling, key-set refresh, risk events, decision-log writer
+        # bundle polling, key-set refresh, risk events, decision-log writer (started off the event loop)
+        await asyncio.to_thread(system.start)
         try:
             async with contextlib.AsyncExitStack() as stack:
                 for extension in extensions:
@@ -86,7 +88,7 @@ def create_app(
                         await stack.enter_async_context(extension.lifespan())
                 yield
         finally:
-            system.close()
+            await asyncio.to_thread(system.close)
 
     app = SidecarApp(routes=routes, lifespan=lifespan)
     if fallbacks:
