@@ -35,7 +35,9 @@ def gateway_url(world: World, tmp_path_factory: pytest.TempPathFactory) -> Itera
     workdir = tmp_path_factory.mktemp("apollo")
     subgraph_port, gateway_port = free_port(), free_port()
     settings = world.settings(
-        geo={"trusted_proxies": ["127.0.0.1/32"]}, decision_log={"path": str(workdir / "decisions.jsonl")}
+        geo={"trusted_proxies": ["127.0.0.1/32"]},
+        decision_log={"path": str(workdir / "decisions.jsonl")},
+        graphql={"paths": ["/"]},  # Apollo Gateway's standalone server answers GraphQL at /
     )
     with (
         running(
