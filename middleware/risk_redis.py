@@ -398,7 +398,10 @@ def risk_store_from_settings(settings: Settings) -> RiskStore:
     store = settings.risk_store
     if store.redis_url:
         return RedisRiskStore.from_url(
-            store.redis_url, ttl_s=store.ttl_s, stale_after_s=store.stale_after_s, max_entries=store.max_entries
+            store.redis_url,
+            ttl_s=store.ttl_s,
+            stale_after_s=store.stale_after_s,
+            max_entries=store.max_entries,
         )
     return InMemoryRiskStore(ttl_s=store.ttl_s)
 
