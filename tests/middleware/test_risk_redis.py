@@ -172,10 +172,14 @@ def test_a_dead_redis_leaves_the_view_out_of_sync_and_writes_fail_fast_until_ret
 
 def test_factory_picks_memory_or_redis_and_reports_bad_urls_by_key(redis_url):
     assert isinstance(risk_store_from_settings(settings_from_dict({})), InMemoryRiskStore)
-    settings = settings_from_dict({"risk_store": {"redis_url": redis_url, "ttl_s": 60}})
+    view = {"stale_after_s": 5.0, "max_entries": 10}
+    settings = settings_from_dict({"risk_store": {"redis_url": redis_url, "ttl_s": 60, **view}})
     store = risk_store_from_settings(settings)
     assert isinstance(store, RedisRiskStore)
+    assert (store.view.stale_after_s, store.view.max_entries) == (5.0, 10)
     store.close()
+    with pytest.raises(ConfigError, match=r"risk_store\.stale_after_s"):
+        settings_from_dict({"risk_store": {"stale_after_s": 0}})
     with pytest.raises(ConfigError, match=r"^risk_store\.redis_url: "):
         risk_store_from_settings(settings_from_dict({"risk_store": {"redis_url": "http://nope"}}))
 
