@@ -76,7 +76,32 @@ class RemotePolicySource:
         return self._snapshot
 
     def evaluate(self, query: str, input: Mapping[str, Any]) -> Any:
-        """POST /v1/data/<path of query> {"input": input} -> its `result` (None when undefined)."""
+        """POST /v1/data/<path of query> {"input": input} -> its `result` (None when undefined); blocks."""
+        try:
+            result = self._post(query, input)
+        except PolicyEvalError as exc:
+            self._count(str(exc))
+            raise
+        self._count(None)
+        return result
+
+    async def evaluate_async(self, query: str, input: Mapping[str, Any]) -> Any:
+        """evaluate() in a worker thread, awaited at most timeout_s (waiting for a thread included);
+        PolicyEvalError on any failure or when no answer came in time (counted once, as awaited)."""
+        call = asyncio.get_running_loop().run_in_executor(self._pool, self._post, query, input)
+        try:
+            result = await asyncio.wait_for(call, self._timeout_s)
+        except TimeoutError:
+            error = f"remote PDP {self.url}: no answer within {self._timeout_s}s"
+            self._count(error)
+            raise PolicyEvalError(error) from None
+        except PolicyEvalError as exc:
+            self._count(str(exc))
+            raise
+        self._count(None)
+        return result
+
+    def _post(self, query: str, input: Mapping[str, Any]) -> Any:
         try:
             path = path_for_query(query).replace(".", "%2E")
         except PathError as exc:
@@ -84,22 +109,10 @@ class RemotePolicySource:
         try:
             body = self._client.query_rule(dict(input), path)
         except (requests.RequestException, ValueError) as exc:
-            self._count(f"{type(exc).__name__} querying {path}")
             raise PolicyEvalError(f"remote PDP {self.url}: {type(exc).__name__} querying {path}") from None
-        self._count(None)
         if not isinstance(body, dict):
             raise PolicyEvalError(f"remote PDP {self.url}: response for {path} is not a JSON object")
         return body.get("result")
-
-    async def evaluate_async(self, query: str, input: Mapping[str, Any]) -> Any:
-        """evaluate() in a worker thread, awaited at most timeout_s (waiting for a thread included);
-        PolicyEvalError on any failure or when no answer came in time."""
-        call = asyncio.get_running_loop().run_in_executor(self._pool, self.evaluate, query, input)
-        try:
-            return await asyncio.wait_for(call, self._timeout_s)
-        except TimeoutError:
-            self._count(f"no answer within {self._timeout_s}s")
-            raise PolicyEvalError(f"remote PDP {self.url}: no answer within {self._timeout_s}s") from None
 
     def ready(self) -> str | None:
         """None when the remote reports healthy with its bundles activated, else why not (does I/O)."""
