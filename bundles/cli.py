@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 verification/validation failure, 2 usage error. Every failur
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -19,12 +20,20 @@ from packaging.version import InvalidVersion, Version
 
 from ig_gate.bundles import cli_registry
 from ig_gate.bundles.archive import SIGNATURES, Bundle, build_bundle, read_bundle
-from ig_gate.bundles.cli_args import PROG, UsageError, add_key_options, pin_from_args, read, verification_key
+from ig_gate.bundles.cli_args import (
+    PROG,
+    UsageError,
+    add_key_options,
+    package_version,
+    pin_from_args,
+    read,
+    verification_key,
+)
 from ig_gate.bundles.detached import sign_blob
-from ig_gate.bundles.errors import BundleError, BundleFormatError, SignatureError
+from ig_gate.bundles.errors import BundleError, BundleFormatError, PolicyCompileError, SignatureError
 from ig_gate.bundles.fsutil import write_atomic
 from ig_gate.bundles.keys import generate_key_pair
-from ig_gate.bundles.manifest import Expiry, parse_expires
+from ig_gate.bundles.manifest import Expiry, expiry_instant, parse_expires
 from ig_gate.bundles.signing import SIGN_ALGORITHMS, VerificationKey, decode_unverified, sign_bundle
 from ig_gate.bundles.verify import SigstoreOptions, VerifiedBundle, VerifyOptions, verify_bundle
 from ig_gate.errors import IgGateError, describe
@@ -89,9 +98,22 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 # --- pack build / sign --------------------------------------------------------------------------------
 
 
+def _check_expires(expires: Expiry | None, force: bool) -> None:
+    """An `--expires` already past: a warning with --force, else refused (nothing would load the bundle)."""
+    if expires is None or expiry_instant(expires) > dt.datetime.now(dt.UTC):
+        return
+    message = f"--expires {expires.isoformat()} is in the past: every verifier will reject this bundle"
+    if not force:
+        raise BundleError(f"{message} (use --force to build it anyway)")
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
+    from ig_gate.bundles.engine import Engine  # the Rego engine is only needed here
+
     if not Path(args.src).is_dir():
         raise UsageError(f"bundle source {args.src}: not a directory")
+    _check_expires(args.expires, args.force)
     bundle = build_bundle(
         Path(args.src),
         version=args.version,
@@ -99,6 +121,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         channel=args.channel,
         revision=args.revision,
     )
+    Engine.from_bundle(bundle)  # every module parses and compiles, or nothing is written (file:line)
     _write(args.out, bundle.archive)
     return _emit(
         {
@@ -215,7 +238,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     input_doc = _load_input(args.input)
     verified, _ = _verify(args, read(args.file, "bundle"), require_trust=False)
-    return _emit(Engine.from_bundle(verified.bundle).evaluate(args.query, input_doc))
+    bundle = verified.bundle
+    if args.explain:
+        from ig_gate.bundles.explain import explain
+
+        report = explain(bundle.modules, bundle.data, args.query, input_doc)
+        result = report["result"]
+    else:
+        result = report = Engine.from_bundle(bundle).evaluate(args.query, input_doc)
+    if result is None:
+        raise BundleError(f"{args.query} is undefined for this input")
+    return _emit(report)
 
 
 # --- pack inspect / test ------------------------------------------------------------------------------
@@ -302,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build, sign, verify and evaluate OPA policy bundles.",
         epilog="Exit codes: 0 ok, 1 verification or validation failure, 2 usage error.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     keygen = commands.add_parser("keygen", help="generate a signing key pair")
@@ -327,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--channel", help="release channel recorded in the manifest (dev, staging, prod)")
     build.add_argument("--revision", help="OPA revision (default: VERSION+content hash, or the content hash)")
+    build.add_argument("--force", action="store_true", help="build even when --expires is in the past")
     build.set_defaults(func=cmd_build)
 
     sign = pack.add_parser("sign", help="add .signatures.json (rewrites the archive) and FILE.sig")
@@ -350,6 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("file", metavar="FILE.tgz", help="bundle (verified first when --key is given)")
     evaluate.add_argument("--input", required=True, help="input JSON file ('-' for stdin)")
     evaluate.add_argument("--query", default=DEFAULT_QUERY, help=f"Rego query (default: {DEFAULT_QUERY})")
+    evaluate.add_argument(
+        "--explain", action="store_true",
+        help="also show which reason rules (partial-set rules of the query's package) fired, file:line",
+    )
     _add_trust_options(evaluate)
     evaluate.set_defaults(func=cmd_eval)
 
@@ -376,6 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # stdout closed early (e.g. piped into head): stay quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except PolicyCompileError as exc:  # one line, then regorus's whole report (source line and caret)
+        code = _fail(describe(exc), 1)
+        if exc.excerpt:
+            print(exc.excerpt, file=sys.stderr)
+        return code
     except (IgGateError, OSError) as exc:  # one line, never a Python class name
         return _fail(describe(exc), 1)
     except Exception as exc:  # never a traceback

@@ -7,6 +7,7 @@ both import from here, so neither imports the other's module to reach them.
 from __future__ import annotations
 
 import argparse
+from importlib import metadata
 from pathlib import Path
 
 from ig_gate.bundles.errors import PinError
@@ -21,6 +22,14 @@ class UsageError(IgGateError):
     """Bad invocation: wrong arguments, missing input files, refusing to overwrite."""
 
     label = "usage error"
+
+
+def package_version() -> str:
+    """The installed ig-gate distribution's version (`--version` of both CLIs)."""
+    try:
+        return metadata.version("ig-gate")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def read(path: str | Path, what: str) -> bytes:

@@ -55,6 +55,14 @@ def _describe(exc: BaseException) -> str:
     return f"{where['file']}:{where['line']}:{where['col']}: {message}" if where else message
 
 
+def _compile_error(exc: BaseException) -> PolicyCompileError:
+    """A PolicyCompileError naming file:line:col, carrying regorus's whole report (the source excerpt with
+    its caret) as `excerpt` for a person at a terminal."""
+    error = PolicyCompileError(f"policy compile error in {_describe(exc)}")
+    error.excerpt = _text(exc)
+    return error
+
+
 def _plain(value: Any) -> Any:
     """Interpreter results as JSON-friendly values: sets become sorted lists."""
     if isinstance(value, dict):
@@ -116,7 +124,7 @@ class Engine:
             try:
                 self._interpreter.add_policy(path, text)
             except Exception as exc:
-                raise PolicyCompileError(f"policy compile error in {_describe(exc)}") from exc
+                raise _compile_error(exc) from exc
         try:
             data_json = _encode(dict(data))
         except TypeError as exc:  # e.g. integers beyond 64 bits, which regorus cannot hold either
@@ -152,7 +160,7 @@ class Engine:
                 reason = f"compiler limitation: {_describe(exc)}"
                 log.warning("Rego policy runs on the (slower) interpreter: %s", reason)
                 return None, reason
-            raise PolicyCompileError(f"policy compile error in {_describe(exc)}") from exc
+            raise _compile_error(exc) from exc
         hazards = rego_ast.vm_hazards(serving)
         if hazards:
             reason = f"compiled VM departs from Rego semantics at {', '.join(hazards[:3])}"

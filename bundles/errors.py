@@ -51,6 +51,7 @@ class PolicyCompileError(BundleError):
 
     code = "compile"
     label = "policy does not compile"
+    excerpt = ""  # regorus's whole report (source line and caret), for a terminal; the message is one line
 
 
 class PolicyEvalError(BundleError):

@@ -145,7 +145,7 @@ def test_hs256_wrong_secret_exits_1(cli, signed, tmp_path):
 
 def test_expired_bundle_exits_1(cli, tmp_path, policy_src, signed):
     archive = tmp_path / "old.tgz"
-    cli("pack", "build", policy_src, "--out", archive, "--expires", "2020-01-01")
+    cli("pack", "build", policy_src, "--out", archive, "--expires", "2020-01-01", "--force")
     cli("pack", "sign", archive, "--key", signed["key"])
     code, _, err = cli("pack", "verify", archive, "--key", signed["pub"])
     assert code == 1 and "expired" in one_line_error(err)
@@ -321,6 +321,6 @@ def test_eval_without_a_key_ignores_signatures_but_not_expiry(cli, tmp_path, exa
     code, out, _ = cli("eval", example_bundle, "--input", tmp_path / "input.json")
     assert code == 0 and json.loads(out)["deny"] is True
     expired = tmp_path / "expired.tgz"
-    cli("pack", "build", REPO / "policies", "--out", expired, "--expires", "2000-01-01")
+    cli("pack", "build", REPO / "policies", "--out", expired, "--expires", "2000-01-01", "--force")
     code, _, err = cli("eval", expired, "--input", tmp_path / "input.json")
     assert code == 1 and "expired" in one_line_error(err)
