@@ -19,7 +19,8 @@ from ig_gate.errors import IgGateError
 ALLOW, STEPUP, DENY = "allow", "stepup", "deny"
 UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR = "unauthenticated", "bad_request", "too_large", "error"
 NOT_ALLOWED = "method_not_allowed"  # a GraphQL mutation sent with GET (405, GraphQL-over-HTTP)
-OUTCOMES = (ALLOW, STEPUP, DENY, UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, NOT_ALLOWED, ERROR)
+TOO_MANY = "too_many_requests"  # the tenant is over its cap (429, middleware/caps.py)
+OUTCOMES = (ALLOW, STEPUP, DENY, UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, NOT_ALLOWED, TOO_MANY, ERROR)
 MAX_REASONS = 8
 
 # A memo key is the tuple (bundle digest, tenant, session.risk, session.acr, session.auth_age_s,

@@ -33,6 +33,7 @@ from ig_gate.middleware.decision import (
     ERROR,
     NOT_ALLOWED,
     TOO_LARGE,
+    TOO_MANY,
     UNAUTHENTICATED,
     Decision,
     DecisionIds,
@@ -68,6 +69,7 @@ from ig_gate.middleware.risk import RiskStore, RiskStoreError
 from ig_gate.middleware.rollout_eval import RolloutComparison
 from ig_gate.middleware.session import Session, SessionVerifier, TokenError
 from ig_gate.middleware.settings import ConfigError, Settings
+from ig_gate.middleware.workload import Workload
 
 log = logging.getLogger("ig_gate.gate")
 
@@ -177,6 +179,8 @@ class Gate:
         self.decision_log = decision_log
         self.risk_store = risk_store  # where IdP risk events raise a session's risk (sidecar)
         self.live = LiveConnections(policy, risk_store)  # open WebSockets, re-decided as things change
+        # tenant caps and demand by profile (one admit() per request), recommendations in the background
+        self.workload = Workload(settings, metrics.registry, getattr(risk_store, "redis", None))
         metrics.watch_risk_store(risk_store)  # a shared store's local view: its age, whether in sync
         self.awaits_remote = hasattr(policy, "evaluate_async")  # a remote PDP: decide_async awaits it
         self.key_sets = dict(key_sets or {})
@@ -337,6 +341,8 @@ class Gate:
             op, trace.profile = self.classifier.kind(method, request.query_string, request.body, media)
         else:
             op, trace.profile = UNKNOWN, workload_profile(method, "", UNKNOWN, media)
+        if not self.workload.admit(session.tenant, trace.profile, request.path):
+            return self._refusal(TOO_MANY, "tenant_over_cap", "tenant over its request cap", trace)
         forwarded_for, forwarded = get(X_FORWARDED_FOR), get(FORWARDED)
         client = self.ip_resolver.resolve(
             request.peer,
@@ -595,10 +601,12 @@ class Gate:
         if self.decision_log is not None:
             self.decision_log.start()
         self.live.start()
+        self.workload.start()
 
     def close(self) -> None:
         """Flush the decision log and stop background key-set refreshers and the open-connection watcher."""
         self.live.close()
+        self.workload.close()
         if self.decision_log is not None:
             self.decision_log.close()
         for key_set in self.key_sets.values():

@@ -45,7 +45,7 @@ NONE = "none"  # label value for a missing tenant / reason
 DECISION_BUCKETS = (
     5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
 )
-OUTCOMES = ("allow", "stepup", "deny", "unauthenticated", "error")
+OUTCOMES = ("allow", "stepup", "deny", "unauthenticated", "too_many_requests", "error")
 PROFILES = ("read", "write", "subscription", "ingest")
 # reasons the gate and the example policy (policies/ig/*.rego) give; anything else is "other"
 REASONS = (
@@ -58,7 +58,7 @@ REASONS = (
     "purpose_operation_forbidden",
     "no_bundle", "engine_error", "identity_unconfigured", "jwks_unavailable", "internal_error",
     "risk_store_unavailable",
-    "malformed_request", "body_too_large", "ambiguous_path",
+    "malformed_request", "body_too_large", "ambiguous_path", "tenant_over_cap",
 )
 
 

@@ -8,6 +8,7 @@
 | bad_request     | 400  | 4400            | BAD_REQUEST          |
 | too_large       | 413  | 4413            | PAYLOAD_TOO_LARGE    |
 | method_not_allowed | 405 (`Allow: POST`) | 4405 | METHOD_NOT_ALLOWED |
+| too_many_requests | 429 (`Retry-After: 1`) | 4429 | TOO_MANY_REQUESTS |
 | error           | 503  | 4503            | POLICY_UNAVAILABLE   |
 
 No token at all gets a bare `Bearer realm=...` challenge (RFC 6750 §3.1: no error code); a token that
@@ -22,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ig_gate.middleware.caps import RETRY_AFTER_S
 from ig_gate.middleware.decision import (
     BAD_REQUEST,
     DENY,
@@ -29,6 +31,7 @@ from ig_gate.middleware.decision import (
     NOT_ALLOWED,
     STEPUP,
     TOO_LARGE,
+    TOO_MANY,
     UNAUTHENTICATED,
     Decision,
 )
@@ -53,6 +56,7 @@ _KINDS = {
     BAD_REQUEST: _Kind(400, 4400, "bad_request", "BAD_REQUEST", "Malformed request"),
     TOO_LARGE: _Kind(413, 4413, "payload_too_large", "PAYLOAD_TOO_LARGE", "Request body too large"),
     NOT_ALLOWED: _Kind(405, 4405, "method_not_allowed", "METHOD_NOT_ALLOWED", "Method not allowed"),
+    TOO_MANY: _Kind(429, 4429, "too_many_requests", "TOO_MANY_REQUESTS", "Too many requests"),
     ERROR: _Kind(503, 4503, "policy_unavailable", "POLICY_UNAVAILABLE", "Policy decision unavailable"),
 }
 _UNSAFE_QUOTED = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")  # RFC 6750 error_description charset
@@ -104,6 +108,8 @@ class Responses:
             headers.append((b"www-authenticate", challenge))
         if decision.outcome == NOT_ALLOWED:
             headers.append((b"allow", b"POST"))
+        elif decision.outcome == TOO_MANY:
+            headers.append((b"retry-after", str(RETRY_AFTER_S).encode()))
         return kind.status, headers, payload
 
     def graphql_error(self, decision: Decision, *, reasons: bool = True) -> dict[str, Any]:

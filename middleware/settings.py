@@ -441,6 +441,128 @@ class ServerSettings:
             raise ConfigError("admin_token_file: required when admin_auth is token")
 
 
+Profile = Literal["read", "write", "subscription", "ingest"]
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentProfile:
+    """What one pod of a component serves per profile, and its replica bounds (`autoscale.profiles.*`)."""
+
+    read_qps_per_pod: Annotated[float, Meta(gt=0, description="Read requests/s one pod serves.")] = 600.0
+    write_qps_per_pod: Annotated[float, Meta(gt=0, description="Write requests/s one pod serves.")] = 200.0
+    subs_fanout_per_pod: Annotated[
+        float, Meta(gt=0, description="Open subscriptions (fan-out) one pod holds.")
+    ] = 2000.0
+    ingest_qps_per_pod: Annotated[float, Meta(gt=0, description="Ingest requests/s one pod serves.")] = 100.0
+    min_replicas: Annotated[PositiveInt, Meta(description="Fewest replicas recommended.")] = 1
+    max_replicas: Annotated[PositiveInt, Meta(description="Most replicas recommended.")] = 50
+
+    def __post_init__(self) -> None:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas: must be >= min_replicas ({self.min_replicas})")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledEvent:
+    """A known traffic event (`autoscale.events[]`): capacity for `multiplier` x demand from `lead_s` before
+    `start` until `end` (ISO 8601 times with a UTC offset, e.g. 2026-12-24T18:00:00Z)."""
+
+    name: Annotated[Text, Meta(description="What the event is (shown in the recommendation).")]
+    start: Annotated[Text, Meta(description="When the event starts (ISO 8601 with offset).")]
+    end: Annotated[Text, Meta(description="When it ends (ISO 8601 with offset).")]
+    multiplier: Annotated[float, Meta(gt=0, description="Expected demand as a multiple of the demand "
+                                      "measured when pre-scaling starts.")] = 2.0
+    lead_s: Annotated[float, Meta(ge=0, description="Seconds before `start` that pre-scaling begins "
+                                  "(at least the pods' start-up time).")] = 600.0
+
+    def __post_init__(self) -> None:
+        from datetime import datetime
+
+        try:
+            start, end = datetime.fromisoformat(self.start), datetime.fromisoformat(self.end)
+        except ValueError as exc:
+            raise ValueError(f"start: not an ISO 8601 time ({exc})") from None
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("start: give a UTC offset (e.g. Z) on start and end")
+        if end <= start:
+            raise ValueError(f"end: must be after start ({self.start})")
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscaleSettings:
+    """The replica recommender (middleware/autoscale.py) and the demand exporter (middleware/demand.py)."""
+
+    profiles: Annotated[
+        dict[str, ComponentProfile], Meta(description="Per component the gate's demand feeds: capacity "
+                                          "of one pod per profile, min/max replicas.")
+    ] = field(default_factory=lambda: {"gateway": ComponentProfile()})
+    routes: Annotated[
+        tuple[str, ...], Meta(description="Route templates that get their own `route` label ('/users/{id}'); "
+                              "graphql.paths always do; every other path is `other`.")
+    ] = ()
+    tick_s: Annotated[Seconds, Meta(description="Seconds between EWMA updates and recommendations.")] = 5.0
+    ewma_half_life_s: Annotated[Seconds, Meta(description="Half-life of the per-profile rate EWMA.")] = 30.0
+    target_utilization: Annotated[
+        Fraction, Meta(description="Share of a pod's capacity the recommendation plans to use.")
+    ] = 1.0
+    dead_band: Annotated[
+        Annotated[float, Meta(ge=0, lt=1)], Meta(description="Hysteresis: scale down only when the smaller "
+                                                 "fleet would still have this share of its capacity spare.")
+    ] = 0.1
+    up_cooldown_s: Annotated[
+        float, Meta(ge=0, description="Seconds after a step up before the next step up.")
+    ] = 60.0
+    down_cooldown_s: Annotated[
+        float, Meta(ge=0, description="Seconds after a change before scaling down.")
+    ] = 600.0
+    max_step_up: Annotated[PositiveInt, Meta(description="Most replicas added in one step.")] = 10
+    max_step_down: Annotated[PositiveInt, Meta(description="Most replicas removed in one step.")] = 1
+    forecast_horizon_s: Annotated[
+        float, Meta(ge=0, description="Holt forecast horizon (pod start-up + scrape + decision delay).")
+    ] = 180.0
+    holt_alpha: Annotated[Fraction, Meta(description="Holt level smoothing (0-1].")] = 0.5
+    holt_beta: Annotated[Fraction, Meta(description="Holt trend smoothing (0-1].")] = 0.3
+    events: Annotated[
+        tuple[ScheduledEvent, ...], Meta(description="Calendar of scheduled events to pre-scale for.")
+    ] = ()
+
+    def __post_init__(self) -> None:
+        if not self.profiles:
+            raise ValueError("profiles: name at least one component")
+        for i, route in enumerate(self.routes):
+            if not route.startswith("/"):
+                raise ValueError(f"routes[{i}]: a route template starts with '/', got {route!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSettings:
+    """One tenant (`tenants.<id>`)."""
+
+    max_qps: Annotated[
+        dict[Profile, Annotated[float, Meta(ge=1)]], Meta(description="Requests/s allowed per profile "
+                                                          "(>= 1; a missing profile: no cap); beyond: 429.")
+    ] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """Logging: `ig-gate serve` applies it; the middleware's host app calls
+    `ig_gate.middleware.logs.configure(settings)` (or configures the `ig_gate` logger itself)."""
+
+    level: Annotated[
+        Literal["debug", "info", "warning", "error"], Meta(description="The `ig_gate` loggers' level.")
+    ] = "info"
+    format: Annotated[
+        Literal["text", "json"], Meta(description="text: one readable line per record; json: one JSON object "
+                                      "per line (time, level, logger, message and the record's fields).")
+    ] = "text"
+    access: Annotated[
+        bool, SIDECAR_ONLY, Meta(description="Sidecar: one line per request on `ig_gate.access` (method, "
+                                 "normalised path, status, duration, decision id; never a token or a query "
+                                 "string).")
+    ] = False
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """All settings of the gate (middleware) and the sidecar."""
@@ -456,6 +578,10 @@ class Settings:
     risk_store: RiskStoreSettings = field(default_factory=RiskStoreSettings)
     ssf: SSFSettings = field(default_factory=SSFSettings)  # the middleware serves POST /ssf/events too
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
+    autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)  # recommender, exporter
+    tenants: Annotated[
+        dict[str, TenantSettings], Meta(description="Per-tenant settings (caps), by tenant id.")
+    ] = field(default_factory=dict)
     server: Annotated[ServerSettings, SIDECAR_ONLY] = field(default_factory=ServerSettings)
     failure_mode: Annotated[
         Literal["closed", "open"], Meta(description="No usable bundle, engine or signal error: refuse "
