@@ -16,6 +16,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from ig_gate.sidecar import demo_page
+
 _IDENTITY_KEYS = ("subject", "tenant", "risk", "posture", "country", "decision_id", "profile")
 
 
@@ -48,25 +50,54 @@ async def graphql(request: Request) -> Response:
 
 
 async def subscription(websocket: WebSocket) -> None:
-    """A one-event GraphQL subscription (graphql-transport-ws framing): who am I, then complete."""
+    """A one-event GraphQL subscription (graphql-transport-ws framing): who am I, then complete.
+
+    With `?watch=1` the socket speaks graphql-transport-ws and stays open: `connection_init` is acked and
+    each `subscribe` gets its `next` (and no `complete`), until the client or the gate closes it."""
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept("graphql-transport-ws" if "graphql-transport-ws" in offered else None)
+    if websocket.query_params.get("watch"):
+        await _watch(websocket)
+        return
     payload = {"data": {"me": identity_of(websocket)}}
     await websocket.send_json({"id": "1", "type": "next", "payload": payload})
     await websocket.send_json({"id": "1", "type": "complete"})
     await websocket.close(1000)
 
 
-async def ui(_: Request) -> Response:
-    return HTMLResponse(UI_PAGE)
+async def _watch(websocket: WebSocket) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        try:
+            frame = json.loads(message.get("text") or message.get("bytes") or b"")
+        except ValueError:
+            frame = None
+        if not isinstance(frame, dict):
+            await websocket.close(4400)
+            return
+        if frame.get("type") == "connection_init":
+            await websocket.send_json({"type": "connection_ack"})
+        elif frame.get("type") == "ping":
+            await websocket.send_json({"type": "pong"})
+        elif frame.get("type") == "subscribe":
+            payload = {"data": {"me": identity_of(websocket)}}
+            await websocket.send_json({"id": frame.get("id"), "type": "next", "payload": payload})
 
 
 async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app() -> Starlette:
-    """The bare demo app (wrap it in ZeroTrustMiddleware to protect it)."""
+def create_app(oidc_issuer: str | None = None, client_id: str = "ig-gate-demo") -> Starlette:
+    """The bare demo app (wrap it in ZeroTrustMiddleware to protect it); with `oidc_issuer` its page at
+    `/ui` signs in at that OpenID provider (sidecar/oidc_provider.py) as `client_id`."""
+    page = demo_page.render(oidc_issuer, client_id)
+
+    async def ui(_: Request) -> Response:
+        return HTMLResponse(page)
+
     return Starlette(
         routes=[
             Route("/graphql", graphql, methods=["GET", "POST"]),
@@ -76,35 +107,3 @@ def create_app() -> Starlette:
         ]
     )
 
-
-UI_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>ig-gate demo</title></head>
-<body>
-<h1>ig-gate demo</h1>
-<p><label>Bearer token <input id="token" size="80"></label></p>
-<p><button id="query">query</button> <button id="subscribe">subscribe (WebSocket)</button></p>
-<pre id="out"></pre>
-<script>
-const out = document.getElementById("out");
-const show = (text) => { out.textContent = text; };
-document.getElementById("query").onclick = async () => {
-  const token = document.getElementById("token").value;
-  const response = await fetch("/graphql", {
-    method: "POST",
-    headers: {"Content-Type": "application/json", "Authorization": "Bearer " + token},
-    body: JSON.stringify({query: "query Me { me { subject tenant risk } }"}),
-  });
-  const challenge = response.headers.get("WWW-Authenticate") || "";
-  show(response.status + " " + challenge + "\\n" + await response.text());
-};
-document.getElementById("subscribe").onclick = () => {
-  // browsers cannot set Authorization on a WebSocket: the token travels in the session cookie
-  document.cookie = "ig_session=" + document.getElementById("token").value + "; path=/; SameSite=Strict";
-  const ws = new WebSocket(`ws://${location.host}/graphql/ws`, "graphql-transport-ws");
-  const messages = [];
-  ws.onmessage = (event) => messages.push(event.data);
-  ws.onclose = (event) => show("closed " + event.code + "\\n" + messages.join("\\n"));
-};
-</script>
-</body></html>
-"""
