@@ -7,7 +7,10 @@ free loopback port, pinned to CPU 0; wrk runs pinned to CPU 1 (`taskset`, when a
 - `middleware`    the demo app behind ZeroTrustMiddleware (metrics and hash-chained decision log on);
 - `forward-auth`  the sidecar's `/authz` (Envoy ext_authz style, body forwarded) -- skipped when the
                   sidecar modules are not installed;
-- `coprocessor`   the sidecar's Apollo Router coprocessor (`RouterRequest` stage) -- likewise.
+- `coprocessor`   the sidecar's Apollo Router coprocessor (`RouterRequest` stage) -- likewise;
+- `pyjwt`         the demo app behind what users write by hand instead: a pure-ASGI middleware verifying
+                  the JWT with pyjwt on every request (bench/handwritten.py; authentication only, so
+                  every request of the pool, step-up and deny included, is answered 200).
 
 Two modes, each after a warm-up and interleaved config by config (A/B/C/D, A/B/C/D, ...) for N rounds:
 saturation (closed loop, C connections) and a fixed request rate at `--load` x the bare app's median
@@ -66,6 +69,7 @@ class Config:
     factory: str
     shape: str
     needs_sidecar: bool = False
+    authenticates_only: bool = False  # decides no policy: every request of the pool carries a valid token
 
 
 CONFIGS = (
@@ -73,6 +77,7 @@ CONFIGS = (
     Config("middleware", "middleware", "direct"),
     Config("forward-auth", "sidecar", "forward-auth", needs_sidecar=True),
     Config("coprocessor", "sidecar", "coprocessor", needs_sidecar=True),
+    Config("pyjwt", "pyjwt", "direct", authenticates_only=True),
 )
 
 
@@ -238,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_modes(run, configs, served, pools, args)
             if args.profile:
                 profile_configs(run, configs, served, pools, args)
-    expected = {c.name: set(expected_statuses(wires[c.shape])) for c in configs}
+    expected = {
+        c.name: {200} if c.authenticates_only else set(expected_statuses(wires[c.shape])) for c in configs
+    }
     run.problems = {
         f"{mode}/{s.name}": bad
         for mode, summaries in run.modes.items()

@@ -4,6 +4,8 @@ Each factory reads the demo config path from $IG_BENCH_CONFIG (written by `ig_ga
 
 - `bare`: the demo GraphQL app alone;
 - `middleware`: the demo app behind ZeroTrustMiddleware (metrics and decision log as configured);
+- `pyjwt`: the demo app behind what users write by hand instead (bench/handwritten.py: pyjwt on every
+  request);
 - `sidecar`: the sidecar service (forward-auth `/authz`, Apollo coprocessor, ...) on the same config;
 - `devidp`: the development IdP (`POST /token`) with the keys in $IG_BENCH_IDP_DIR (for step-up flows).
 """
@@ -41,6 +43,18 @@ def bare() -> Any:
 def middleware() -> Any:
     """The demo app behind ZeroTrustMiddleware."""
     return ZeroTrustMiddleware(create_app(), config=_env_path(CONFIG_ENV))
+
+
+def pyjwt() -> Any:
+    """The demo app behind a hand-written pure-ASGI middleware verifying the JWT with pyjwt on every request,
+    with the identity settings (key set, issuer, audience) of the demo config."""
+    from bench.handwritten import PyJWTMiddleware
+    from ig_gate.middleware.settings import load_settings
+
+    identity = load_settings(_env_path(CONFIG_ENV)).identity
+    if identity.jwks is None:
+        raise RuntimeError("identity.jwks is not set in the demo config")
+    return PyJWTMiddleware(create_app(), Path(identity.jwks), identity.issuer, identity.audience)
 
 
 def sidecar() -> Any:
