@@ -33,6 +33,7 @@ from ig_gate.bundles.rollout import RolloutController
 from ig_gate.geo.anomaly import TravelAnomalyDetector
 from ig_gate.geo.client_ip import ClientIPResolver
 from ig_gate.geo.lookup import GeoReader
+from ig_gate.middleware.analytics import export_cost_model
 from ig_gate.middleware.decision_log import DecisionLog
 from ig_gate.middleware.device import DevicePosture
 from ig_gate.middleware.gate import Gate, verify_options
@@ -115,6 +116,7 @@ def compose(settings: Settings, *, ip_resolver: ClientIPResolver | None = None) 
     """The whole gate for `settings` (not started). `ip_resolver` replaces the one from `geo.*` (the
     sidecar's resolver for coprocessor payloads)."""
     metrics = GateMetrics(tenants=settings.metrics.tenants)
+    export_cost_model(metrics.registry, settings.cost)
     policy = policy_wiring(settings, metrics)
     try:
         store = _risk_store(settings)

@@ -291,6 +291,23 @@ class MetricsSettings:
     ] = ()
 
 
+Price = Annotated[float, Meta(ge=0)]
+
+
+@dataclass(frozen=True, slots=True)
+class CostSettings:
+    """The cost model of tenant analytics: prices per unit of each workload profile (any currency), exported
+    as `ig_gate_cost_price{profile,unit}` for the recording rules (deploy/prometheus-analytics-rules.yaml)."""
+
+    currency: Annotated[str, Meta(min_length=1, description="Currency code shown in reports.")] = "EUR"
+    per_1k_reads: Annotated[Price, Meta(description="Price of 1000 read requests.")] = 0.02
+    per_1k_writes: Annotated[Price, Meta(description="Price of 1000 write requests.")] = 0.10
+    per_subscription_minute: Annotated[
+        Price, Meta(description="Price of one open subscription for one minute.")
+    ] = 0.0001
+    per_ingest_mb: Annotated[Price, Meta(description="Price of one MB (10^6 bytes) of ingested body.")] = 0.05
+
+
 @dataclass(frozen=True, slots=True)
 class RolloutSettings:
     """Staged rollout of a candidate bundle (shadow, then canary stages), ACA-style checks."""
@@ -575,6 +592,7 @@ class Settings:
     decision_log: DecisionLogSettings = field(default_factory=DecisionLogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    cost: CostSettings = field(default_factory=CostSettings)  # tenant analytics' cost model
     risk_store: RiskStoreSettings = field(default_factory=RiskStoreSettings)
     ssf: SSFSettings = field(default_factory=SSFSettings)  # the middleware serves POST /ssf/events too
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
