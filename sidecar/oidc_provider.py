@@ -3,7 +3,7 @@ login page, a TOTP second factor (pyotp), discovery and JWKS, and a demo MDM tha
 
 For the demo and the browser tests only (users and their passwords are fixed below). What makes it a
 provider rather than a token minter:
-- `/authorize` is Authlib's `AuthorizationCodeGrant` with `CodeChallenge(required=True)` (PKCE S256) and
+- `/authorize` is Authlib's `AuthorizationCodeGrant` with `CodeChallenge` (PKCE, S256 only, required) and
   `OpenIDCode`; a public client (no secret) whose redirect URIs are registered up front;
 - the provider keeps a login session (cookie `idp_session`); `max_age` older than the session's
   `auth_time` sends the user to the login page again, `acr_values` naming `mfa` to the TOTP page;
@@ -31,7 +31,7 @@ import jwt
 import pyotp
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import ClientMixin, grants
+from authlib.oauth2.rfc6749 import ClientMixin, InvalidRequestError, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oidc.core import UserInfo
@@ -98,6 +98,18 @@ class Authenticated:
         if not isinstance(data, dict) or data.get("user") not in DEMO_USERS:
             return None
         return cls(DEMO_USERS[data["user"]], int(data["auth_time"]), list(data["amr"]), str(data["sid"]))
+
+
+class S256Challenge(CodeChallenge):
+    """PKCE as OAuth 2.1 has it: every authorization request carries an S256 challenge (no `plain`)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge") or data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("PKCE required: code_challenge with code_challenge_method=S256")
+        super().validate_code_challenge(grant, redirect_uri)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +233,18 @@ class Provider:
             def exists_nonce(self, nonce: str, req: Any) -> bool:
                 return any(c.nonce == nonce for c in provider.codes.values())
 
-            def get_jwt_config(self, grant: Any, client: Any = None) -> dict[str, Any]:
-                return {"key": provider.private_jwks, "alg": "ES256", "iss": provider.issuer,
-                        "exp": TOKEN_LIFETIME_S}
+            def resolve_client_private_key(self, client: Any) -> KeySet:
+                return provider.private_jwks
+
+            def get_client_algorithm(self, client: Any) -> str:
+                return "ES256"
+
+            def get_client_claims(self, client: Any) -> dict[str, Any]:
+                return {"iss": provider.issuer, "aud": [client.get_client_id()],
+                        "exp": int(time.time()) + TOKEN_LIFETIME_S}
+
+            def get_encode_header(self, client: Any) -> dict[str, str]:
+                return {"alg": "ES256", "kid": provider.session_key.kid}
 
             def generate_user_info(self, user: Authenticated, scope: str) -> UserInfo:
                 return UserInfo(sub=user.user.name, name=user.user.name.title())
@@ -254,7 +275,7 @@ class Provider:
         server.register_token_generator(
             "default", AccessTokens(self.issuer, alg="ES256", expires_generator=lambda *_: TOKEN_LIFETIME_S)
         )
-        server.register_grant(CodeGrant, [CodeChallenge(required=True), IDToken(require_nonce=False)])
+        server.register_grant(CodeGrant, [S256Challenge(required=True), IDToken(require_nonce=False)])
         return server
 
     # -- the web app -------------------------------------------------------------------------------
@@ -289,6 +310,8 @@ class Provider:
             try:
                 grant = server.get_consent_grant(end_user=None)
             except OAuth2Error as exc:
+                if exc.redirect_uri:  # a registered client: it learns why (RFC 6749 4.1.2.1)
+                    return server.handle_error_response(request, exc)
                 return _page("Sign-in refused", f"{exc.error}: {exc.description}"), 400
             login = Authenticated.from_session()
             payload = grant.request.payload
@@ -390,10 +413,8 @@ def _origin(url: str) -> str:
 
 
 def _local(target: str) -> str:
-    """Only provider-local targets after login (no open redirect)."""
-    parts = urllib.parse.urlsplit(target)
-    return urllib.parse.urlunsplit(("", "", parts.path, parts.query, "")) if parts.path.startswith("/") \
-        and not parts.path.startswith("//") else "/authorize"
+    """After login or the second factor, only back to this provider's /authorize (no open redirect)."""
+    return "/authorize?" + urllib.parse.urlsplit(target).query
 
 
 def _without_prompt(url: str) -> str:
