@@ -93,7 +93,9 @@ def started() -> Any:
 
 def protect(world: World, log_path: Path | None) -> ZeroTrustMiddleware:
     log = {"path": str(log_path), "queue_size": 10_000_000} if log_path else {"path": None}
-    return ZeroTrustMiddleware(noop_app, config=world.settings(decision_log=log))
+    protected = ZeroTrustMiddleware(noop_app, config=world.settings(decision_log=log))
+    protected.system.start()  # what lifespan startup does (no lazy start off an event loop on the first call)
+    return protected
 
 
 @pytest.fixture
