@@ -15,6 +15,7 @@ name a real key, or it is an error naming the variable. Every other `IG_GATE_*` 
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from collections.abc import Iterator, Mapping
@@ -30,8 +31,9 @@ from ig_gate.errors import IgGateError
 Key = tuple[str | int, ...]
 """A key path: ("identity", "stepup", "max_age"), ("geo", "trusted_proxies", 1)."""
 
-_AT = re.compile(r"^(?P<message>.*) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
-_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_AT = re.compile(r"^(?P<message>.*) - at (?P<in_key>`key` in )?`\$(?P<path>[^`]*)`$", re.DOTALL)
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]|(\[\.\.\.\])")
+_REQUIRED = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
 _TYPE_MISMATCH = re.compile(r"^Expected `[^`]+`, got `[^`]+`$")
 _CONSTRAINT = re.compile(r"^Expected `[^`]+` (?P<rule>.+)$")
 _OWN_CHECK = re.compile(r"^(?P<field>\w+)(?P<indices>(?:\[\d+\])*): (?P<rest>.+)$", re.DOTALL)
@@ -101,6 +103,8 @@ def type_at(root: mi.Type, key: Key) -> mi.Type | None:
             base = next((unwrap(u)[0] for u in base.types if not isinstance(u, mi.NoneType)), None)
         if isinstance(part, int):
             t = base.item_type if isinstance(base, LIST_TYPES) else None
+        elif isinstance(base, mi.DictType):
+            t = base.value_type
         else:
             f = fields_of(base).get(part) if base is not None else None
             t = f.type if f is not None else None
@@ -266,7 +270,15 @@ def apply(raw: dict[str, Any], key: Key, value: Any, source: str | None, sources
 
 
 def check_keys(raw: Any, t: mi.Type, sources: Sources, key: Key = ()) -> None:
-    """Refuse keys the schema does not have; an empty (null) section means its defaults."""
+    """Refuse keys the schema does not have (in sections, and in sections inside mappings and lists); an
+    empty (null) section means its defaults."""
+    base = unwrap(t)[0]
+    if isinstance(base, mi.DictType) and isinstance(raw, dict):
+        for name, value in raw.items():
+            check_keys(value, base.value_type, sources, (*key, name))
+    elif isinstance(base, LIST_TYPES) and isinstance(raw, list):
+        for index, value in enumerate(raw):
+            check_keys(value, base.item_type, sources, (*key, index))
     known = fields_of(t)
     if not known or not isinstance(raw, dict):
         return
@@ -283,17 +295,25 @@ def convert(raw: Mapping[str, Any], cls: type, root: mi.Type, sources: Sources) 
     try:
         return msgspec.convert(raw, cls)
     except msgspec.ValidationError as exc:
-        raise _explain(str(exc), raw, root, sources) from None
+        raise _explain(str(exc), raw, cls, root, sources) from None
 
 
-def _explain(text: str, raw: Mapping[str, Any], root: mi.Type, sources: Sources) -> ConfigError:
+def _explain(text: str, raw: Mapping[str, Any], cls: type, root: mi.Type, sources: Sources) -> ConfigError:
     found = _AT.match(text)
     message, path = (found["message"], found["path"]) if found else (text, "")
-    key: Key = tuple(name if name else int(index) for name, index in _STEP.findall(path))
+    in_key = bool(found and found["in_key"])  # a mapping's key is refused, not its value
+    key = _locate(path + "[...]" * in_key, raw, cls, text)
+    if key is None:
+        return ConfigError(message)
+    if in_key:
+        mapping = unwrap(type_at(root, key[:-1]))[0]
+        return sources.error(key, f"not a valid key: must be {describe(mapping.key_type)}", as_key=True)
     t = type_at(root, key)
     value = _value_at(raw, key)
     if t is None:
         return sources.error(key, message)
+    if required := _REQUIRED.match(message):
+        return sources.error((*key, required["field"]), "required")
     if _TYPE_MISMATCH.match(message):
         return sources.error(key, f"expected {describe(t)}, got {show(value)}")
     if message.startswith("Invalid enum value"):
@@ -306,6 +326,33 @@ def _explain(text: str, raw: Mapping[str, Any], root: mi.Type, sources: Sources)
         indices = tuple(int(i) for i in re.findall(r"\d+", own["indices"]))
         return sources.error((*key, own["field"], *indices), own["rest"])
     return sources.error(key, message)
+
+
+def _locate(path: str, raw: Mapping[str, Any], cls: type, text: str) -> Key | None:
+    """The key path of an error; mapping keys, which msgspec shows as `[...]`, are found by converting
+    again with one entry of that mapping at a time (errors only: the first entry that fails the same way).
+    None when it cannot be found."""
+    key: Key = ()
+    for name, index, hidden in _STEP.findall(path):
+        if not hidden:
+            key = (*key, name if name else int(index))
+            continue
+        mapping = _value_at(raw, key)
+        if not isinstance(mapping, dict):
+            return None
+        for entry in mapping:
+            trial = copy.deepcopy(dict(raw))
+            _value_at(trial, key).clear()
+            _value_at(trial, key)[entry] = mapping[entry]
+            try:
+                msgspec.convert(trial, cls)
+            except msgspec.ValidationError as exc:
+                if str(exc) == text:
+                    key = (*key, entry)
+                    break
+        else:
+            return None
+    return key
 
 
 def _value_at(raw: Any, key: Key) -> Any:

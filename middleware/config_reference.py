@@ -67,7 +67,8 @@ def json_schema() -> dict[str, Any]:
 
 
 def _name_sections(defs: dict[str, Any], ref: str, key: str, names: dict[str, str]) -> dict[str, Any]:
-    """Record the key path (`identity.stepup`) of each section's definition and title it so."""
+    """Record the key path (`identity.stepup`, `tenants.<name>`, `autoscale.events[]`) of each section's
+    definition and title it so."""
     old = ref.rsplit("/", 1)[-1]
     node = defs[old]
     node["title"] = key or "ig-gate configuration"
@@ -75,9 +76,22 @@ def _name_sections(defs: dict[str, Any], ref: str, key: str, names: dict[str, st
     if key:
         names[old] = key
     for name, prop in node.get("properties", {}).items():
-        if "$ref" in prop:
-            _name_sections(defs, prop["$ref"], f"{key}.{name}" if key else name, names)
+        for inner, suffix in _refs(prop, ""):
+            _name_sections(defs, inner, f"{key}.{name}{suffix}" if key else f"{name}{suffix}", names)
     return node
+
+
+def _refs(node: Any, suffix: str) -> Any:
+    """($ref, key suffix) in a property's schema: `.<name>` inside a mapping's values, `[]` in a list's."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _refs(item, suffix)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            if k == "$ref":
+                yield v, suffix
+            else:
+                yield from _refs(v, suffix + {"additionalProperties": ".<name>", "items": "[]"}.get(k, ""))
 
 
 def _rewrite_refs(node: Any, names: dict[str, str]) -> Any:
@@ -92,35 +106,44 @@ def _rewrite_refs(node: Any, names: dict[str, str]) -> Any:
 def markdown() -> str:
     """docs/config.md: the intro, then one table per section (top-level keys first)."""
     root = msgspec.inspect.type_info(Settings)
-    parts = [INTRO, _section(root, (), "Top-level keys", Settings.__doc__ or "", sidecar=False)]
+    parts = [INTRO, _section(root, (), "Top-level keys", Settings.__doc__ or "", sidecar=False, env=True)]
     parts += list(_sections(root, ()))
     return "\n".join(parts)
 
 
-def _sections(t: mi.Type, key: tuple[str, ...]) -> Any:
+def _sections(t: mi.Type, key: tuple[str, ...], *, env: bool = True) -> Any:
+    """Each section below `t`: sub-sections, and the sections inside mappings (`tenants.<name>`) and lists
+    (`autoscale.events[]`), which have no environment variables of their own."""
     for name, f in fields_of(t).items():
+        base, extra, schema = unwrap(f.type)
         if fields_of(f.type):
-            base, extra, schema = unwrap(f.type)
-            title = f"`{key_text((*key, name))}`"
-            doc = schema.get("description") or base.cls.__doc__ or ""
-            yield _section(f.type, (*key, name), title, doc, sidecar=bool(extra.get("sidecar_only")))
-            yield from _sections(f.type, (*key, name))
+            inner, where, own_env = f.type, (*key, name), env
+        elif isinstance(base, mi.DictType) and fields_of(base.value_type):
+            inner, where, own_env = base.value_type, (*key, name, "<name>"), False
+        elif isinstance(base, LIST_TYPES) and fields_of(base.item_type):
+            inner, where, own_env = base.item_type, (*key, f"{name}[]"), False
+        else:
+            continue
+        doc = (schema.get("description") if inner is f.type else None) or unwrap(inner)[0].cls.__doc__ or ""
+        sidecar = bool(extra.get("sidecar_only"))
+        yield _section(inner, where, f"`{key_text(where)}`", doc, sidecar=sidecar, env=own_env)
+        yield from _sections(inner, where, env=own_env)
 
 
-def _section(t: mi.Type, key: tuple[str, ...], title: str, doc: str, *, sidecar: bool) -> str:
+def _section(t: mi.Type, key: tuple[str, ...], title: str, doc: str, *, sidecar: bool, env: bool) -> str:
     lines = [f"## {title}" + (" (sidecar only)" if sidecar else ""), "", " ".join(doc.split()), ""]
     lines += ["| key | type | default | description |", "|---|---|---|---|"]
     for name, f in fields_of(t).items():
         if fields_of(f.type):
             continue
         _, extra, schema = unwrap(f.type)
-        env = ENV_PREFIX + "__".join((*key, name)).upper()
+        variable = f"<br>`{ENV_PREFIX}{'__'.join((*key, name)).upper()}`" if env else ""
         notes = [_PATH_NOTES[kind] for kind in (path_kind(f),) if kind]
         notes += ["sidecar only"] if extra.get("sidecar_only") else []
         marks = "".join(f" *({n})*" for n in notes)
         description = _cell(schema.get("description", ""))
         lines.append(
-            f"| `{name}`<br>`{env}` | {_cell(type_label(f.type))} | `{_default(f)}` | {description}{marks} |"
+            f"| `{name}`{variable} | {_cell(type_label(f.type))} | {_default(f)} | {description}{marks} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -140,14 +163,18 @@ def type_label(t: mi.Type) -> str:
         label = f"mapping of {type_label(base.key_type)} to {type_label(base.value_type)}"
     elif isinstance(base, mi.StrType) and base.min_length == 1:
         label, bounds = "non-empty string", []
+    elif isinstance(base, mi.DataclassType):
+        label = "section (below)"
     else:
         label = _WORDS.get(type(base), "value")
     return f"{label} ({', '.join(bounds)})" if bounds else label
 
 
 def _default(f: mi.Field) -> str:
+    if f.required:
+        return "required"
     value = f.default if f.default_factory is mi.NODEFAULT else f.default_factory()
-    return json.dumps(msgspec.to_builtins(value))
+    return f"`{json.dumps(msgspec.to_builtins(value))}`"
 
 
 def _cell(text: str) -> str:

@@ -193,3 +193,34 @@ def test_every_setting_has_a_description_for_the_reference() -> None:
     root = msgspec.inspect.type_info(settings_module.Settings)
     undescribed = [key_text(key) for key, f in leaves(root) if not unwrap(f.type)[2].get("description")]
     assert undescribed == [], "give each a Meta(description=...) in middleware/settings.py"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"tenants": {"globex": {}, "acme": {"max_qps": {"read": 0}}}},
+         "tenants.acme.max_qps.read: must be >= 1.0, got 0"),
+        ({"tenants": {"acme": {"max_qps": {"read": 3, "reads": 10}}}},
+         "tenants.acme.max_qps.reads: not a valid key: must be one of 'ingest', 'read', 'subscription' or "
+         "'write'"),
+        ({"tenants": {"acme": {"colour": 1}}}, "tenants.acme.colour: unknown setting"),
+        ({"autoscale": {"profiles": {"a": {}, "gateway": {"min_replicas": 5, "max_replicas": 2}}}},
+         "autoscale.profiles.gateway.max_replicas: must be >= min_replicas (5)"),
+        ({"autoscale": {"events": [{"name": "launch"}]}}, "autoscale.events[0].start: required"),
+        ({"autoscale": {"events": [{"name": "x", "start": "2026-12-24T18:00:00Z",
+                                    "end": "2026-12-25T00:00:00Z", "colour": 2}]}},
+         "autoscale.events[0].colour: unknown setting"),
+    ],
+)
+def test_settings_inside_mappings_and_lists_are_named_by_their_key_path(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_dict(raw)
+    assert str(caught.value) == message
+
+
+def test_a_bad_value_under_a_mapping_key_points_at_its_line_and_column(tmp_path: Path) -> None:
+    text = "tenants:\n  acme:\n    max_qps: {read: 10}\n  globex:\n    max_qps: {write: 0}\n"
+    config = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env={})
+    assert str(caught.value) == f"{config}:5:22: tenants.globex.max_qps.write: must be >= 1.0, got 0"

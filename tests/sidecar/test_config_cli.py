@@ -93,7 +93,8 @@ def test_an_editor_validating_with_the_schema_agrees_with_the_loader(
     deploy = next(m for m in manifests if m["metadata"]["name"] == "ig-gate-config")["data"]["ig-gate.yaml"]
     assert list(validator.iter_errors(yaml.safe_load(deploy))) == []
     for bad in ({"memo": {"size": -5}}, {"server": {"port": 0}}, {"rollout": {"sticky_by": "tenat"}},
-                {"identity": {"colour": "red"}}):
+                {"identity": {"colour": "red"}}, {"tenants": {"acme": {"max_qps": {"reads": 5}}}},
+                {"autoscale": {"events": [{"name": "launch"}]}}):
         assert list(validator.iter_errors(bad)), bad
 
 
