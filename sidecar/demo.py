@@ -24,7 +24,7 @@ from ig_gate.bundles import cli as policy_cli
 from ig_gate.middleware import ZeroTrustMiddleware
 from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.sidecar.demo_app import create_app
-from ig_gate.sidecar.devidp import DevIdP, DevKey
+from ig_gate.sidecar.devidp import DEFAULT_ISSUER, DevIdP, DevKey
 
 US_IP = "8.8.8.8"  # resolves to US in the embedded database: inside tenant acme's fence
 FENCED_IP = "1.1.1.1"  # resolves outside acme's allowed countries (US, DE)
@@ -56,7 +56,7 @@ exclude_paths: [/healthz, /metrics, /ui]
 """
 
 
-def prepare(workdir: Path, policies: Path) -> DevIdP:
+def prepare(workdir: Path, policies: Path, issuer: str = DEFAULT_ISSUER) -> DevIdP:
     """Create keys, build and sign the example bundle, write the config; return the dev IdP."""
     shutil.rmtree(workdir, ignore_errors=True)
     keys = workdir / "keys"
@@ -70,7 +70,7 @@ def prepare(workdir: Path, policies: Path) -> DevIdP:
     ):
         if policy_cli.main(argv) != 0:
             raise SystemExit(f"demo: `ig-policy {' '.join(argv)}` failed")
-    idp = DevIdP(DevKey.generate("demo-idp-1"), DevKey.generate("demo-mdm-1"))
+    idp = DevIdP(DevKey.generate("demo-idp-1"), DevKey.generate("demo-mdm-1"), issuer=issuer)
     (keys / "idp-jwks.json").write_text(json.dumps(idp.session_key.jwks(), indent=2))
     (keys / "mdm-jwks.json").write_text(json.dumps(idp.device_key.jwks(), indent=2))
     (keys / "idp.key").write_bytes(idp.session_key.private_pem)
@@ -139,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ig-gate-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--idp-port", type=int, default=8081, help="the demo OpenID provider's port")
     parser.add_argument("--workdir", type=Path, default=Path(".demo"))
     parser.add_argument("--policies", type=Path, default=Path("policies"))
     parser.add_argument("--prepare-only", action="store_true", help="write .demo/ and exit without serving")
     args = parser.parse_args(argv)
     if not args.policies.is_dir():
         parser.error(f"--policies {args.policies}: not a directory (run from the repository root)")
-    idp = prepare(args.workdir, args.policies)
+    idp = prepare(args.workdir, args.policies, issuer=f"http://{args.host}:{args.idp_port}")
     base = f"http://{args.host}:{args.port}"
     examples = curl_examples(idp, base)
     write_curl_script(args.workdir / "curl.sh", examples)
@@ -157,11 +158,21 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     if args.prepare_only:
         return 0
-    app = create_app()
+    from ig_gate.sidecar.oidc_provider import Provider, serving  # authlib and flask only when serving
+
+    print(f"Sign in at {base}/ui: the demo OpenID provider {idp.issuer} knows alice (low risk), bob (medium:")
+    print("  the gate asks for a second factor, a TOTP code) and mallory (high); passwords = user names;")
+    print("  bob's current code:")
+    print(f"  {sys.executable} -c \"from ig_gate.sidecar.oidc_provider import DEMO_USERS as u; "
+          "print(u['bob'].totp().now())\"\n")
+    sys.stdout.flush()
+    provider = Provider(idp.issuer, idp.session_key, idp.device_key, (f"{base}/ui",), idp.audience)
+    app = create_app(oidc_issuer=idp.issuer)
     protected = ZeroTrustMiddleware(app, config=args.workdir / "ig-gate.yaml")
     app.add_route("/metrics", metrics_endpoint(protected.gate.metrics))
-    # proxy_headers off: ig-gate alone decides which forwarded headers to trust (geo.trusted_proxies)
-    uvicorn.run(protected, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
+    with serving(provider, args.host, args.idp_port):
+        # proxy_headers off: ig-gate alone decides which forwarded headers to trust (geo.trusted_proxies)
+        uvicorn.run(protected, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0
 
 
