@@ -28,7 +28,8 @@ PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>ig-gate demo</title>
 <style>
 body { font-family: sans-serif; max-width: 52em; margin: 2em auto; line-height: 1.4 }
-button { margin-right: .4em } pre { background: #f4f4f4; padding: .6em; white-space: pre-wrap }
+button { margin-right: .4em }
+pre { background: #f4f4f4; padding: .6em; white-space: pre-wrap; overflow-wrap: anywhere }
 #status.ok { color: #075 } #status.warn { color: #a60 } #status.bad { color: #b00 }
 #refusal { border: 2px solid #b00; padding: .2em 1em; background: #fff4f4 }
 #refusal h2 { color: #b00 } code { font-size: 1.05em }
