@@ -3,11 +3,13 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# STAMP: the runtime alone (what `make demo` runs); DEV_STAMP: plus the [dev] extras (tests, lint, bench, fuzz)
 STAMP := $(VENV)/.installed
-DEBS_TEST := docker-registry nginx chromium wrk redis-server prometheus
+DEV_STAMP := $(VENV)/.installed-dev
+DEBS_TEST := docker-registry nginx chromium wrk redis-server prometheus faketime
 DEMO_PORT ?= 8080
 
-.PHONY: help venv deps-debian deps-node demo test lint bench bench-micro fuzz clean
+.PHONY: help venv venv-dev deps-debian deps-node demo test lint bench bench-micro fuzz clean
 
 help:
 	@echo "make demo         build + sign the example bundle with a fresh dev key, serve a protected demo GraphQL app"
@@ -20,10 +22,16 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[demo]'
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(DEV_STAMP)
+
 venv: $(STAMP)
+
+venv-dev: $(DEV_STAMP)
 
 # Debian packages the tests and benchmarks drive for real; installed with apt-get when we are root.
 deps-debian:
@@ -43,17 +51,17 @@ deps-node:
 demo: venv
 	$(BIN)/python -m ig_gate.sidecar.demo --port $(DEMO_PORT)
 
-test: venv deps-debian deps-node
+test: venv-dev deps-debian deps-node
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --benchmark-disable
 
-lint: venv
+lint: venv-dev
 	$(BIN)/ruff check .
 
-bench: venv deps-debian
+bench: venv-dev deps-debian
 	$(BIN)/python bench/overhead.py
 
-bench-micro: venv
+bench-micro: venv-dev
 	$(BIN)/python -m pytest -q bench --benchmark-only
 
 # Coverage-guided fuzzing (atheris): each harness in turn, its corpus grown then minimised in the repo; a
@@ -61,7 +69,7 @@ bench-micro: venv
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
-fuzz: venv
+fuzz: venv-dev
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:

@@ -13,8 +13,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ig_gate.bundles.cli_args import package_version
 from ig_gate.middleware.decision_log import log_files, verify_chain
 from ig_gate.sidecar.config_cli import register_config
+from ig_gate.sidecar.decisions_explain import register_explain
+from ig_gate.sidecar.dev_cli import register_dev
 from ig_gate.sidecar.serve import register_serve
 
 USAGE = 2
@@ -67,15 +70,18 @@ def register_decisions(subparsers: argparse._SubParsersAction) -> None:
         help="a decision log (JSON lines), a directory (its *.jsonl files) or a glob pattern",
     )
     verify.set_defaults(handler=_decisions_verify)
+    register_explain(actions)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `ig-gate` argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="ig-gate", description="ig-gate zero-trust sidecar")
+    parser.add_argument("--version", action="version", version=f"ig-gate {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register_decisions(subparsers)
     register_serve(subparsers)
     register_config(subparsers)
+    register_dev(subparsers)
     return parser
 
 

@@ -28,6 +28,7 @@ from ig_gate.sidecar.devidp import DEFAULT_ISSUER, DevIdP, DevKey
 
 US_IP = "8.8.8.8"  # resolves to US in the embedded database: inside tenant acme's fence
 FENCED_IP = "1.1.1.1"  # resolves outside acme's allowed countries (US, DE)
+TOKEN_TTL_S = 600  # lifetime of the tokens curl.sh mints on each run
 
 CONFIG_TEMPLATE = """\
 # written by `make demo`; every key: docs/config.md (`ig-gate config check` validates this file)
@@ -75,44 +76,54 @@ def prepare(workdir: Path, policies: Path, issuer: str = DEFAULT_ISSUER) -> DevI
     (keys / "mdm-jwks.json").write_text(json.dumps(idp.device_key.jwks(), indent=2))
     (keys / "idp.key").write_bytes(idp.session_key.private_pem)
     (keys / "idp.key").chmod(0o600)
+    (keys / "mdm.key").write_bytes(idp.device_key.private_pem)  # `ig-gate dev attestation` signs with it
+    (keys / "mdm.key").chmod(0o600)
     (workdir / "ig-gate.yaml").write_text(CONFIG_TEMPLATE.format(issuer=idp.issuer, audience=idp.audience))
     return idp
 
 
-def curl_examples(idp: DevIdP, base: str) -> list[tuple[str, list[str]]]:
-    """(what it shows, curl argv) pairs covering allow, step-up and deny."""
-    # an MDM attests each user's own device; an attestation counts only for its user's session
-    alice_laptop = idp.attestation("managed", "alice-laptop", subject="alice")
-    bob = idp.attestation("managed", "bob-laptop", subject="bob")
-    jailbroken = idp.attestation("jailbroken", "alice-laptop", subject="alice")
+class Minted(str):
+    """A curl argument holding `$(token ...)`: rendered in double quotes so the shell mints it at run time."""
+
+
+def curl_examples(base: str) -> list[tuple[str, list[str]]]:
+    """(what it shows, curl argv) pairs covering allow, step-up and deny; tokens are minted when run.
+
+    Each row has its own subject where state could leak between rows or runs: the fenced request from
+    Australia would flag its subject for impossible travel (an hour), so it is carol's, not alice's.
+    """
     query = json.dumps({"query": "query Me { me { subject tenant risk } }"})
     mutation = json.dumps(
         {"query": 'mutation Update { update(name: "x") { ok } }', "variables": {"name": "x"}}
     )
 
-    def curl(token: str | None, body: str, ip: str = US_IP, device: str | None = alice_laptop) -> list[str]:
+    def curl(token: str | None, body: str, device: str | None, ip: str | None = US_IP) -> list[str]:
         argv = ["curl", "-s", "-i", f"{base}/graphql", "-H", "Content-Type: application/json"]
-        argv += ["-H", f"X-Forwarded-For: {ip}"]
+        if ip:  # the demo trusts 127.0.0.1 as a proxy; loopback itself has no country
+            argv += ["-H", f"X-Forwarded-For: {ip}"]
         if token:
-            argv += ["-H", f"Authorization: Bearer {token}"]
-        if device:
-            argv += ["-H", f"X-Device-Attestation: {device}"]
+            argv += ["-H", Minted(f"Authorization: Bearer $(token {token})")]
+        if device:  # an MDM attests each user's own device; it counts only for its user's session
+            argv += ["-H", Minted(f"X-Device-Attestation: $(attestation {device})")]
         return [*argv, "--data", body]
 
-    low = idp.session_token("alice", risk="low")
-    bob_low = idp.session_token("bob", risk="low")
-    medium = idp.session_token("bob", risk="medium")
-    medium_mfa = idp.session_token("bob", risk="medium", acr="mfa", amr=["mfa"])
-    high = idp.session_token("mallory", risk="high")
     return [
-        ("allow: low-risk session, managed device, from the US", curl(low, query)),
-        ("step-up (401, RFC 9470): medium-risk session without MFA", curl(medium, mutation, device=bob)),
-        ("allow: the same medium-risk user after step-up (acr=mfa)", curl(medium_mfa, mutation, device=bob)),
-        ("step-up (401): a write with alice's device attestation by bob", curl(bob_low, mutation)),
-        ("deny (403): high-risk session", curl(high, query)),
-        ("deny (403): jailbroken device", curl(low, query, device=jailbroken)),
-        ("deny (403): outside the tenant's allowed countries", curl(low, query, ip=FENCED_IP)),
-        ("401: no token", curl(None, query)),
+        ("allow: low-risk session, managed device, from the US",
+         curl("--sub alice --risk low", query, "--sub alice")),
+        ("step-up (401, RFC 9470): medium-risk session without MFA",
+         curl("--sub bob --risk medium", mutation, "--sub bob")),
+        ("allow: the same medium-risk user after step-up (acr=mfa)",
+         curl("--sub bob --risk medium --acr mfa", mutation, "--sub bob")),
+        ("step-up (401): a write with alice's device attestation by bob",
+         curl("--sub bob --risk low", mutation, "--sub alice")),
+        ("deny (403): high-risk session", curl("--sub mallory --risk high", query, "--sub mallory")),
+        ("deny (403): jailbroken device",
+         curl("--sub dave --risk low", query, "--sub dave --posture jailbroken")),
+        ("deny (403): outside the tenant's allowed countries",
+         curl("--sub carol --risk low", query, "--sub carol", ip=FENCED_IP)),
+        ("deny (403): no X-Forwarded-For, so no country (geo_unknown)",
+         curl("--sub erin --risk low", query, "--sub erin", ip=None)),
+        ("401: no token", curl(None, query, None)),
         ("metrics", ["curl", "-s", f"{base}/metrics"]),
     ]
 
@@ -127,10 +138,26 @@ def metrics_endpoint(metrics: GateMetrics) -> Callable[[Request], Awaitable[Resp
     return endpoint
 
 
-def write_curl_script(path: Path, examples: list[tuple[str, list[str]]]) -> None:
-    lines = ["#!/bin/sh", "# requests against the demo; run: sh .demo/curl.sh", ""]
+def render(argv: list[str]) -> str:
+    """One shell command line; `Minted` arguments in double quotes (their `$(...)` runs), the rest quoted."""
+    return " ".join(f'"{arg}"' if isinstance(arg, Minted) else shlex.quote(arg) for arg in argv)
+
+
+def write_curl_script(path: Path, config: Path, examples: list[tuple[str, list[str]]]) -> None:
+    """curl.sh: every run mints fresh tokens (`ig-gate dev token`, TOKEN_TTL_S) with the demo keys."""
+    dev = f"{shlex.quote(sys.executable)} -m ig_gate.sidecar.dev_cli"
+    lines = [
+        "#!/bin/sh",
+        "# requests against the demo; run: sh .demo/curl.sh",
+        f"# tokens are minted on every run and live {TOKEN_TTL_S // 60} minutes (ig-gate dev token --help)",
+        "set -e",
+        f"CONFIG={shlex.quote(str(config.resolve()))}",
+        f'token() {{ {dev} token --config "$CONFIG" --ttl {TOKEN_TTL_S} "$@"; }}',
+        f'attestation() {{ {dev} attestation --config "$CONFIG" --ttl {TOKEN_TTL_S} "$@"; }}',
+        "",
+    ]
     for what, argv in examples:
-        lines += [f"echo {shlex.quote('### ' + what)}", shlex.join(argv), "echo; echo", ""]
+        lines += [f"echo {shlex.quote('### ' + what)}", render(argv), "echo; echo", ""]
     path.write_text("\n".join(lines))
     path.chmod(0o755)
 
@@ -148,13 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--policies {args.policies}: not a directory (run from the repository root)")
     idp = prepare(args.workdir, args.policies, issuer=f"http://{args.host}:{args.idp_port}")
     base = f"http://{args.host}:{args.port}"
-    examples = curl_examples(idp, base)
-    write_curl_script(args.workdir / "curl.sh", examples)
+    examples = curl_examples(base)
+    write_curl_script(args.workdir / "curl.sh", args.workdir / "ig-gate.yaml", examples)
     print(f"\nig-gate demo: signed bundle {args.workdir}/dist/policy.tgz, config {args.workdir}/ig-gate.yaml")
     print(f"Protected demo GraphQL service on {base}/graphql; all examples: sh {args.workdir}/curl.sh")
-    print(f"In a browser: {base}/ui (paste a token from curl.sh)\n")
-    for what, example in examples[:4]:
-        print(f"# {what}\n{shlex.join(example)}\n")
+    print(f"Tokens: minted on every run of curl.sh, valid {TOKEN_TTL_S // 60} minutes; mint more with")
+    print(f"  ig-gate dev token --config {args.workdir}/ig-gate.yaml --sub bob --risk medium --acr mfa")
+    print(f"In a browser: {base}/ui (paste a token from `ig-gate dev token`)\n")
     sys.stdout.flush()
     if args.prepare_only:
         return 0
