@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from ig_gate.errors import IgGateError
 from ig_gate.middleware.metrics import PREFIX
 from ig_gate.middleware.settings import CostSettings
 
@@ -44,7 +45,7 @@ PRICED_UNITS = {
 }
 
 
-class AnalyticsError(ValueError):
+class AnalyticsError(IgGateError, ValueError):
     """Bad input to the analytics (a month that is not YYYY-MM, a month in the future)."""
 
 
