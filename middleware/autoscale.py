@@ -4,9 +4,11 @@
 every trace minute (the simulator) with the demand per profile (req/s for read/write/ingest, open
 subscriptions for subscription; tenant demand already capped at the tenant's `max_qps`). Steps:
 
-1. **Forecast** (Holt's linear trend, per profile): level L and trend T are updated from each demand
-   sample, `L' = a*x + (1-a)*(L + T*k)`, `T' = b*(L' - L)/k + (1-b)*T` (k = seconds since the last sample,
-   so T is per second); the forecast is `L' + T' * forecast_horizon_s` (never below 0). Planned demand is
+1. **Forecast** (Holt's linear trend, per profile, over the EWMA demand sampled every `FORECAST_STEP_S`
+   (60 s), so a trend is never read from the few seconds between two ticks): level L and trend T are
+   updated from each sample, `L' = a*x + (1-a)*(L + T*k)`, `T' = b*(L' - L)/k + (1-b)*T` (k = seconds since
+   the last sample, so T is per second); the forecast is `L' + T' * forecast_horizon_s` (never below 0),
+   kept until the next sample while the demand itself is read at every tick. Planned demand is
    `max(x, forecast)`: a rising trend is provisioned for a horizon ahead (pod start-up and scrape delay),
    a falling one is not trusted.
 2. **Calendar**: inside `[start - lead_s, end]` of a configured event, planned demand is at least the
@@ -32,6 +34,7 @@ from datetime import datetime
 
 from ig_gate.middleware.settings import AutoscaleSettings, ComponentProfile, ScheduledEvent
 
+FORECAST_STEP_S = 60.0  # seconds between the samples Holt's method sees
 PROFILE_CAPACITY = {  # profile -> the ComponentProfile field that says what one pod serves
     "read": "read_qps_per_pod",
     "write": "write_qps_per_pod",
@@ -134,7 +137,8 @@ class Recommender:
         planned: dict[str, float] = {}
         for p, holt in self._holt.items():
             x = max(0.0, demand.get(p, 0.0))
-            holt.update(now, x)
+            if holt.level is None or now - holt.at >= FORECAST_STEP_S - 1e-6:
+                holt.update(now, x)
             planned[p] = max(x, holt.forecast(s.forecast_horizon_s))
         active = []
         for window in self._windows:

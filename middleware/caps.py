@@ -97,7 +97,7 @@ class TenantCaps:
         self.refused: dict[tuple[str, str], int] = dict.fromkeys(self.caps, 0)
         self._redis = redis
         self._script = redis.register_script(_LUA) if redis is not None else None
-        self._id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this process, in Redis
         self.synced: bool | None = None if redis is None else False
 
     def __bool__(self) -> bool:
@@ -122,7 +122,7 @@ class TenantCaps:
                 key = f"{KEY_PREFIX}{tenant}:{profile}"
                 left, sharers = self._script(
                     keys=[key, key + ":sharers"],
-                    args=[bucket.cap, consumed, now, self._id, SHARER_TTL_S],
+                    args=[bucket.cap, consumed, now, self.process_id, SHARER_TTL_S],
                 )
                 sharers = max(1, int(sharers))
                 bucket.rate = bucket.cap / sharers

@@ -525,7 +525,7 @@ class AutoscaleSettings:
     dead_band: Annotated[
         Annotated[float, Meta(ge=0, lt=1)], Meta(description="Hysteresis: scale down only when the smaller "
                                                  "fleet would still have this share of its capacity spare.")
-    ] = 0.1
+    ] = 0.02
     up_cooldown_s: Annotated[
         float, Meta(ge=0, description="Seconds after a step up before the next step up.")
     ] = 60.0
@@ -533,12 +533,12 @@ class AutoscaleSettings:
         float, Meta(ge=0, description="Seconds after a change before scaling down.")
     ] = 600.0
     max_step_up: Annotated[PositiveInt, Meta(description="Most replicas added in one step.")] = 10
-    max_step_down: Annotated[PositiveInt, Meta(description="Most replicas removed in one step.")] = 1
+    max_step_down: Annotated[PositiveInt, Meta(description="Most replicas removed in one step.")] = 3
     forecast_horizon_s: Annotated[
         float, Meta(ge=0, description="Holt forecast horizon (pod start-up + scrape + decision delay).")
-    ] = 180.0
+    ] = 240.0
     holt_alpha: Annotated[Fraction, Meta(description="Holt level smoothing (0-1].")] = 0.5
-    holt_beta: Annotated[Fraction, Meta(description="Holt trend smoothing (0-1].")] = 0.3
+    holt_beta: Annotated[Fraction, Meta(description="Holt trend smoothing (0-1].")] = 0.1
     events: Annotated[
         tuple[ScheduledEvent, ...], Meta(description="Calendar of scheduled events to pre-scale for.")
     ] = ()

@@ -5,8 +5,13 @@ the profile are known: the tenant's bucket (middleware/caps.py) and, when admitt
 (middleware/demand.py). A daemon thread (`start()`/`close()`) runs `tick()` every `autoscale.tick_s`:
 EWMAs, the recommenders (middleware/autoscale.py) and their gauges, and the Redis sync of the caps
 every `caps.SYNC_S`. The recommenders see demand that passed the caps, so a tenant over its cap adds
-at most its cap to the fleet. With a shared Redis each process recommends from its own demand; KEDA
-reads one process (see docs/autoscaling.md).
+at most its cap to the fleet.
+
+KEDA asks one process behind a Service, but demand is spread over every process of every replica: with
+`risk_store.redis_url` set each tick publishes this process's demand (hash `ig-gate:demand`, one field
+per process, with its time) and recommends from the sum of every fresh entry (younger than
+`3 * tick_s`), so any process answers for the fleet. Without Redis a process recommends from its own
+demand: right for one process only (documented in docs/autoscaling.md).
 
 Metrics (beside the exporter's): `ig_gate_autoscale_desired_replicas{component}`,
 `ig_gate_autoscale_raw_replicas{component}`, `ig_gate_autoscale_demand{component,profile}`,
@@ -18,6 +23,8 @@ reason}`, `ig_gate_profile_dominant{component,profile}`, `ig_gate_tenant_over_ca
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -26,10 +33,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ig_gate.middleware.autoscale import Recommendation, Recommender, recommenders
-from ig_gate.middleware.caps import SYNC_S, TenantCaps
+from ig_gate.middleware.caps import KEY_PREFIX, SYNC_S, TenantCaps
 from ig_gate.middleware.demand import DemandMeter, RouteLabels
 from ig_gate.middleware.metrics import OTHER, PREFIX
 from ig_gate.middleware.settings import Settings
+
+log = logging.getLogger("ig_gate.workload")
+DEMAND_KEY = KEY_PREFIX.replace(":caps:", ":demand")
 
 
 class Workload:
@@ -40,6 +50,8 @@ class Workload:
         self.tick_s = auto.tick_s
         tenants = settings.metrics.tenants
         self.caps = TenantCaps(settings.tenants, redis)
+        self._redis = redis
+        self._process = self.caps.process_id
         self.meter = DemandMeter(
             registry, RouteLabels(settings.graphql.paths, auto.routes), tenants, auto.ewma_half_life_s
         )
@@ -50,6 +62,7 @@ class Workload:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # tick() from the thread and from tests/admin
+        self._demand_shared = True
 
     def _metrics(self, reg: CollectorRegistry) -> None:
         def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
@@ -93,7 +106,7 @@ class Workload:
         """Fold demand, recommend for every component, update the gauges (the thread calls this)."""
         with self._lock:
             now = time.time() if now is None else now
-            demand = self.meter.tick(now)
+            demand = self._fleet_demand(now, self.meter.tick(now))
             out = {}
             for name, recommender in self.recommenders.items():
                 previous = recommender.replicas
@@ -107,6 +120,35 @@ class Workload:
                     )
                     self._seen_refused[key] = count
             return out
+
+    def _fleet_demand(self, now: float, own: dict[str, float]) -> dict[str, float]:
+        """The sum of every process's fresh demand through Redis (own demand alone without Redis, or when
+        Redis fails: logged once per failure streak)."""
+        if self._redis is None:
+            return own
+        try:
+            self._redis.hset(DEMAND_KEY, self._process, json.dumps({"at": now, "demand": own}))
+            self._redis.expire(DEMAND_KEY, max(60, int(10 * self.tick_s)))
+            entries = self._redis.hgetall(DEMAND_KEY)
+        except Exception as exc:  # redis.RedisError, OSError
+            if self._demand_shared:
+                log.warning("ig-gate autoscale: Redis unreachable, recommending from this process's demand "
+                            "(%s)", type(exc).__name__)
+            self._demand_shared = False
+            return own
+        self._demand_shared = True
+        total = dict.fromkeys(own, 0.0)
+        stale = []
+        for process, raw in entries.items():
+            entry = json.loads(raw)
+            if now - entry["at"] > 3 * self.tick_s:
+                stale.append(process)
+                continue
+            for profile, value in entry["demand"].items():
+                total[profile] = total.get(profile, 0.0) + value
+        if stale:
+            self._redis.hdel(DEMAND_KEY, *stale)
+        return total
 
     def _export(self, rec: Recommendation, previous: int) -> None:
         c = rec.component
@@ -145,7 +187,10 @@ class Workload:
                 self._synced.set(1 if self.caps.synced else 0)
             if time.monotonic() >= next_tick:
                 next_tick += self.tick_s
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:  # never end the thread: the gauges keep their last values
+                    log.exception("ig-gate autoscale: tick failed")
 
     def close(self) -> None:
         """Stop the tick thread."""

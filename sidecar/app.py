@@ -35,7 +35,7 @@ from starlette.routing import BaseRoute, Route
 
 from ig_gate.middleware.compose import GateSystem, compose
 from ig_gate.middleware.settings import Settings, load_settings
-from ig_gate.sidecar import coprocessor, forward_auth, opa_api, ops
+from ig_gate.sidecar import autoscale_api, coprocessor, forward_auth, opa_api, ops
 from ig_gate.sidecar.admin import admin_auth
 from ig_gate.sidecar.asgi_io import ASGIApp
 from ig_gate.sidecar.extension import Extension, ExtensionFactory
@@ -74,7 +74,9 @@ def create_app(
         routes.append(Route(PATH, system.ssf, methods=["POST"]))
     for extension in extensions:
         routes.extend(extension.routes)
-    admin = Starlette(routes=[*ops.admin_routes(sidecar), *opa_api.routes(sidecar)])
+    admin = Starlette(
+        routes=[*ops.admin_routes(sidecar), *opa_api.routes(sidecar), *autoscale_api.routes(sidecar)]
+    )
     guarded = admin_auth(admin, settings.server, gate.key_sets.get("identity"), settings.identity)
 
     @contextlib.asynccontextmanager

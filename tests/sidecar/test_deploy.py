@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from ig_gate.middleware.metrics import GateMetrics
-from ig_gate.middleware.settings import ServerSettings, load_settings
+from ig_gate.middleware.settings import ServerSettings, Settings, load_settings
 from ig_gate.middleware.ssf import SSFMetrics
+from ig_gate.middleware.workload import Workload
 from ig_gate.sidecar import coprocessor, forward_auth
 from ig_gate.sidecar.cli import build_parser
 from tests.middleware.conftest import REPO
@@ -92,6 +93,7 @@ def exported_series() -> set[str]:
     """The series names of every metric family the sidecar registers (gate, bundles, SSF receiver)."""
     metrics = GateMetrics()
     SSFMetrics(metrics.registry)
+    Workload(Settings(), metrics.registry)  # caps, demand and recommendations (every gate has them)
     return {family.name + suffix for family in metrics.registry.collect() for suffix in SERIES[family.type]}
 
 
@@ -163,5 +165,6 @@ def test_ig_gate_state_lives_on_a_volume_claimed_per_pod_never_an_empty_dir(tmp_
 
 def test_the_scaler_targets_the_kind_of_workload_it_scales() -> None:
     kinds = {doc["metadata"]["name"]: doc["kind"] for _, doc in ig_gate_workloads()}
-    scaler = yaml.safe_load((DEPLOY / "keda-scaledobject.yaml").read_text())["spec"]["scaleTargetRef"]
+    scaler = next(yaml.safe_load_all((DEPLOY / "keda-scaledobject.yaml").read_text()))
+    scaler = scaler["spec"]["scaleTargetRef"]
     assert scaler.get("kind", "Deployment") == kinds[scaler["name"]] == "StatefulSet"
