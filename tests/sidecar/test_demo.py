@@ -88,7 +88,11 @@ def test_curl_script_answers_as_printed_twice_and_after_six_minutes(demo_runs):
         labels = f'outcome="deny",profile="read",reason="{reason}",tenant="acme"'
         assert f"ig_gate_decisions_total{{{labels}}} 3.0" in runs[-1]["metrics"]
     assert (workdir / "dist" / "policy.tgz.sig").exists()
-    assert (workdir / "decisions.jsonl").read_text().count("\n") >= 3 * len(EXPECTED)
+    lines = (workdir / "decisions.jsonl").read_text().splitlines()
+    assert len(lines) >= 3 * len(EXPECTED)
+    # the attestation bob presented was alice's: ignored (posture unknown), and the log says why
+    devices = [json.loads(line)["input"].get("device", {}) for line in lines]
+    assert {"posture": "unknown", "reason": "device_binding_mismatch"} in devices
 
 
 @pytest.mark.integration
