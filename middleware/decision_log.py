@@ -387,14 +387,14 @@ class DecisionLog:
         written = 0
         for item in entries:
             try:
-                line = self._line(*item) if len(item) == 2 else self._decision_line(*item)
+                line, line_hash = self._line(*item) if len(item) == 2 else self._decision_line(*item)
                 self._file.write(line + b"\n")
             except Exception:  # a bad entry or a full disk must not stop the writer
                 decision_id = item[1].get("decision_id") if len(item) == 2 else item[1]
                 log.exception("decision log %s: entry %s not written", self.path, decision_id)
                 self._count_drop()
                 continue
-            self._prev_hash = _sha256(line).encode()
+            self._prev_hash = line_hash
             written += 1
         if written:
             self.written += written
@@ -406,8 +406,9 @@ class DecisionLog:
         if self._on_drop is not None:
             self._on_drop()
 
-    def _line(self, ts: float, entry: Mapping[str, Any]) -> bytes:
-        """One line without its newline: the record's parts encoded (and redacted) one by one."""
+    def _line(self, ts: float, entry: Mapping[str, Any]) -> tuple[bytes, bytes]:
+        """One line without its newline, and its hash (the next line's prev_hash): the record's parts
+        encoded (and redacted) one by one."""
         get = entry.get
         bundles = get("bundles")
         labels = get("labels")
@@ -425,7 +426,7 @@ class DecisionLog:
 
     def _decision_line(
         self, ts: float, decision_id: str, path: str, input: Any, result: Any, revision: Any, outcome: str
-    ) -> bytes:
+    ) -> tuple[bytes, bytes]:
         """_line for an append_decision() item."""
         try:
             outcome_json = self._outcomes[outcome]
@@ -440,12 +441,17 @@ class DecisionLog:
             b'","labels":', self._labels_json, outcome_json,
         ))  # fmt: skip
 
-    def _chained(self, parts: tuple[bytes, ...]) -> bytes:
-        """The line from its parts: prev_hash added, then entry_hash over all of that."""
+    def _chained(self, parts: tuple[bytes, ...]) -> tuple[bytes, bytes]:
+        """The line from its parts: prev_hash added, then entry_hash over all of that; and the line's own
+        hash (hex), which is the next line's prev_hash. The body is hashed once: both hashes go on from
+        the same state (~1 µs a line less than hashing the whole line again)."""
         body = b"".join((*parts, b',"prev_hash":"', self._prev_hash, b'"'))
-        entry_hash = hashlib.sha256(body)
+        line_hash = hashlib.sha256(body)
+        entry_hash = line_hash.copy()
         entry_hash.update(b"}")  # the entry's hash covers the line up to here, closed
-        return b"".join((body, b',"entry_hash":"', entry_hash.hexdigest().encode(), b'"}'))
+        tail = b"".join((b',"entry_hash":"', entry_hash.hexdigest().encode(), b'"}'))
+        line_hash.update(tail)
+        return body + tail, line_hash.hexdigest().encode()
 
     def _text(self, value: Any) -> bytes:
         """_redacted_json for values that repeat (paths), cached."""
