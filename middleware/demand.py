@@ -24,6 +24,7 @@ dict store); the error is at most one request per racing thread per tick.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -110,6 +111,10 @@ class DemandMeter:
         key = (self.routes(path), self._tenants.get(tenant, OTHER))
         self._open[key] = max(0, self._open.get(key, 0) - 1)
 
+    def tracker(self, path: str, tenant: str | None) -> SubscriptionTracker:
+        """The open subscriptions of one WebSocket connection."""
+        return SubscriptionTracker(self, path, tenant)
+
     # -- the background tick ----------------------------------------------------------------------
 
     def tick(self, now: float) -> dict[str, float]:
@@ -151,3 +156,57 @@ class DemandMeter:
             ],
             "subscriptions_open": [{"route": r, "tenant": t, "open": n} for (r, t), n in self._open.items()],
         }
+
+
+_ENDS = frozenset({"complete", "stop"})  # graphql-transport-ws `complete` (either side), graphql-ws `stop`
+
+
+class SubscriptionTracker:
+    """One WebSocket's open subscriptions (middleware/websocket.py): a decided `subscribe`/`start` frame with
+    a subscription opens one; a `complete` from either side or a client `stop` for its id, or the socket's
+    end, closes it. A WebSocket on a non-GraphQL path is one subscription while open (`whole_socket()`)."""
+
+    __slots__ = ("_ids", "_meter", "_path", "_tenant", "_whole")
+
+    def __init__(self, meter: DemandMeter, path: str, tenant: str | None) -> None:
+        self._meter, self._path, self._tenant = meter, path, tenant
+        self._ids: set[str] = set()
+        self._whole = False
+
+    def whole_socket(self) -> None:
+        self._whole = True
+        self._meter.opened(self._path, self._tenant)
+
+    def started(self, op_id: str) -> None:
+        if op_id not in self._ids:
+            self._ids.add(op_id)
+            self._meter.opened(self._path, self._tenant)
+
+    def client_frame(self, kind: object, op_id: object) -> None:
+        if kind in _ENDS and op_id in self._ids:
+            self._end(op_id)  # type: ignore[arg-type]
+
+    def server_message(self, message: dict[str, Any]) -> None:
+        """Look at a frame the app sends only while a subscription is open, and only at a `complete`."""
+        if not self._ids:
+            return
+        text = message.get("text")
+        if text is None or '"complete"' not in text:
+            return
+        try:
+            frame = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(frame, dict) and frame.get("type") == "complete" and frame.get("id") in self._ids:
+            self._end(frame["id"])
+
+    def _end(self, op_id: str) -> None:
+        self._ids.discard(op_id)
+        self._meter.closed(self._path, self._tenant)
+
+    def close_all(self) -> None:
+        for op_id in list(self._ids):
+            self._end(op_id)
+        if self._whole:
+            self._whole = False
+            self._meter.closed(self._path, self._tenant)

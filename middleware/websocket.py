@@ -131,6 +131,8 @@ class SocketGuard:
         self._closing: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._rechecks: set[asyncio.Task[None]] = set()  # re-decisions awaiting a remote PDP
+        tenant = session.tenant if session is not None else None  # open subscriptions, for the exporter
+        self.subscriptions = self.gate.workload.meter.tracker(request.path, tenant)
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         """Run the app on this connection, or send the refusal when the connect decision refused it."""
@@ -144,9 +146,12 @@ class SocketGuard:
             await self._refuse(scope, self.gate.refuse(self.request, ERROR, "too_many_connections", detail))
             return
         self._arm_expiry()
+        if not self.graphql:
+            self.subscriptions.whole_socket()
         try:
             await app(scope, self.receive, self.send)
         finally:
+            self.subscriptions.close_all()
             self.gate.live.unregister(live)
             if self._timer is not None:
                 self._timer.cancel()
@@ -171,6 +176,8 @@ class SocketGuard:
             self._accepted = True
         elif kind == "websocket.close":
             self._app_closed = True
+        elif kind == "websocket.send":
+            self.subscriptions.server_message(message)
         await self._send(message)
 
     async def _next(self) -> Message:
@@ -208,6 +215,7 @@ class SocketGuard:
         kind = frame.get("type")
         protocol = _OPERATION_FRAMES.get(kind) if isinstance(kind, str) else None
         if protocol is None:
+            self.subscriptions.client_frame(kind, frame.get("id"))
             return True
         op_id = frame.get("id")
         if not isinstance(op_id, str) or not op_id:
@@ -218,6 +226,8 @@ class SocketGuard:
             return self._bad_frame(exc.detail)
         decision = await self.gate.decide_async(self.request._replace(operation=operation), self.session)
         if decision.passes:
+            if operation == "subscription":
+                self.subscriptions.started(op_id)
             return True
         if decision.token_error is not None:  # the session itself is refused now, not the operation
             self.close(decision)
