@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 from ig_gate.bundles.errors import BundleError, RegistryError
 from ig_gate.bundles.laststate import REJECTED_LIMIT, LastGoodRecord, LastGoodStore
 from ig_gate.bundles.manifest import expiry_instant
-from ig_gate.bundles.policy import PolicySnapshot
+from ig_gate.bundles.policy import ActivationHook, PolicySnapshot, log_activation
 from ig_gate.bundles.rollback import check_min_version, check_rollback, effective_floor
+from ig_gate.bundles.ticker import Ticker
 from ig_gate.bundles.verify import VerifiedBundle, VerifyOptions, verify_artifact
 
 if TYPE_CHECKING:  # the registry client (oras, requests) is loaded only by whoever builds one
@@ -166,7 +167,8 @@ class BundleManager:
     """Polls one registry channel and keeps a verified, compiled PolicySnapshot active (a PolicySource).
 
     Hooks (constructor arguments or attributes, set before `start()`):
-    `on_event(kind, detail)` for metrics (see FAILURE_KINDS), and `on_candidate(candidate)` for a
+    `on_event(kind, detail)` for metrics (see FAILURE_KINDS), `on_activate(snapshot, source)` when a bundle
+    becomes active (the last-good at start, a new or promoted one), and `on_candidate(candidate)` for a
     rollout controller: when set, a new bundle is handed over instead of activated, and the controller
     later calls `promote(candidate)` or `reject(candidate, reason)`.
     """
@@ -188,6 +190,7 @@ class BundleManager:
         rng: random.Random | None = None,
         min_version: str | None = None,
         on_floor: FloorHook | None = None,
+        on_activate: ActivationHook | None = None,
     ) -> None:
         max_backoff_s = max(300.0, poll_interval_s) if max_backoff_s is None else max_backoff_s
         if poll_interval_s <= 0 or not 0 <= jitter < 1 or max_backoff_s < poll_interval_s:
@@ -205,13 +208,13 @@ class BundleManager:
         self.on_candidate = on_candidate
         self.min_version = min_version  # bundle.min_version: a floor no pin overrides, state dir or not
         self.on_floor = on_floor
+        self.on_activate = on_activate
         self._rng = rng or random.Random()
         self._active: PolicySnapshot | None = None
         self._state = _State(rejected=self.store.read_rejected())
         self._cycle = threading.RLock()  # one poll / load / promote / reject at a time
         self._lock = threading.RLock()  # guards _state for status(); never held across I/O
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Ticker(f"bundle-poll-{channel}", self.poll_once, self.next_delay)
 
     # -- PolicySource --------------------------------------------------------------------------
 
@@ -225,22 +228,11 @@ class BundleManager:
         """Load and re-verify the last-good bundle, then poll in a background thread (first poll at once)."""
         self.load_last_good()
         self._publish_floor()
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name=f"bundle-poll-{self.channel}", daemon=True)
-            self._thread.start()
+        self._poller.start()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the poll thread (the active snapshot stays readable)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.poll_once()
-            self._stop.wait(self.next_delay())
+        self._poller.stop(timeout_s)
 
     def next_delay(self) -> float:
         """Seconds to the next poll: the interval (doubled per consecutive failed poll, capped) +/- jitter."""
@@ -273,7 +265,7 @@ class BundleManager:
                 return False
             with self._lock:
                 self._swap(snapshot, record.source, record.oci_digest, record.channel)
-            log.info("serving last-good bundle %s (version %s)", snapshot.digest, record.version)
+            self._activated(snapshot, f"{record.source} (last-good in {self.store.state_dir})")
             return True
 
     # -- polling -------------------------------------------------------------------------------
@@ -431,7 +423,17 @@ class BundleManager:
             self._state.last_error = None
         self._publish_floor()
         self._emit("activated", f"{candidate.source} version={verified.version} revision={verified.revision}")
-        log.info("activated bundle %s from %s", verified.digest, candidate.source)
+        self._activated(candidate.snapshot, candidate.source)
+
+    def _activated(self, snapshot: PolicySnapshot, source: str) -> None:
+        """One log line, then the on_activate hook (metrics), for a snapshot just swapped in."""
+        log_activation(snapshot, source)
+        if self.on_activate is None:
+            return
+        try:
+            self.on_activate(snapshot, source)
+        except Exception:
+            log.exception("bundle activation hook failed")
 
     def _swap(
         self, snapshot: PolicySnapshot, source: str, oci_digest: str | None, channel: str | None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,3 +57,28 @@ class StaticPolicySource:
     def current(self) -> PolicySnapshot:
         """The bundle loaded at construction."""
         return self._snapshot
+
+
+ActivationHook = Callable[[PolicySnapshot, str], None]
+"""Told of each bundle that becomes active, with where it came from (metrics: `ig_gate_bundle_info`)."""
+_activations = logging.getLogger("ig_gate")
+
+
+def log_activation(snapshot: PolicySnapshot, source: str) -> None:
+    """The one INFO line on logger `ig_gate` per activation: version, digest, signing key id, source (a file
+    path, `registry/repo@sha256:...`); a JSON log carries the same as fields (middleware/logs.py)."""
+    verified = snapshot.verified
+    signer = "(unsigned)" if verified.signature is None else verified.signature.key_id or "(no key id)"
+    fields = {
+        "event": "bundle_activated",
+        "version": verified.version,
+        "revision": snapshot.revision,
+        "digest": snapshot.digest,
+        "key_id": verified.signature.key_id if verified.signature is not None else None,
+        "source": source,
+    }
+    _activations.info(
+        "policy bundle activated: version %s, digest %s, signed by key %s, from %s",
+        fields["version"] or "(none)", fields["digest"], signer, source,
+        extra={"ig_gate": fields},
+    )

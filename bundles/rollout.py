@@ -289,9 +289,9 @@ class RolloutController:
 
     def offer(self, candidate: Candidate) -> None:
         """The manager's `on_candidate` hook: start a rollout (or, with no active bundle, promote at once)."""
-        if self.target.current() is None:
+        if self.target.current() is None:  # a first activation, not a promotion: nothing is counted
             log.info("no active bundle: %s activated without a rollout", candidate.source)
-            self._promote(candidate)
+            self._promote(candidate, rolled_out=False)
             return
         with self._lock:
             previous = self._stage
@@ -392,8 +392,9 @@ class RolloutController:
         log.info("rollout of %s passed every stage; promoting", stage.candidate.source)
         self._submit(self._promote, stage.candidate)
 
-    def _promote(self, candidate: Candidate) -> None:
-        """Ask the manager to activate and persist the candidate; on failure withdraw it (offered again)."""
+    def _promote(self, candidate: Candidate, *, rolled_out: bool = True) -> None:
+        """Ask the manager to activate and persist the candidate; on failure withdraw it (offered again).
+        Only a candidate that went through the stages (`rolled_out`) counts as a promotion."""
         try:
             self.target.promote(candidate)
         except Exception as exc:  # e.g. the last-good cannot be persisted; a bug must not strand the stage
@@ -403,8 +404,9 @@ class RolloutController:
             self._call(self.target.withdraw, candidate)
             promoted = False
         else:
-            self._emit("rollout_promoted", candidate.source)
-            promoted = True
+            if rolled_out:
+                self._emit("rollout_promoted", candidate.source)
+            promoted = rolled_out
         with self._lock:
             self._promotions += promoted
             ours = self._stage is not None and self._stage.candidate is candidate

@@ -4,7 +4,8 @@
 `compose(settings)` returns a `GateSystem`:
 - the policy source: a remote PDP (`bundle.remote_opa_url`), a registry channel (`bundle.registry`: the
   BundleManager with its last-good, and the RolloutController when `rollout.enabled`), else the bundle
-  file (`bundle.path`);
+  file (`bundle.path`, watched for a new version: bundles/watch.py); each activation is one log line and
+  sets `ig_gate_bundle_info` at once (not at the first decision); `GateSystem.reload()` (SIGHUP) reloads;
 - the risk store: Redis when `risk_store.redis_url` is set (replicas share revocations), else in memory;
 - the SSF receiver when `ssf.transmitter_jwks` is set: an ASGI endpoint for `POST /ssf/events`
   (middleware/ssf.py) that the middleware serves in front of the app and the sidecar on its client port;
@@ -27,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ig_gate.bundles.errors import BundleError
-from ig_gate.bundles.policy import PolicySnapshot, PolicySource, StaticPolicySource
-from ig_gate.bundles.rollback import check_min_version
+from ig_gate.bundles.policy import ActivationHook, PolicySnapshot, PolicySource
 from ig_gate.bundles.rollout import RolloutController
+from ig_gate.bundles.watch import BundleFile
 from ig_gate.geo.anomaly import TravelAnomalyDetector
 from ig_gate.geo.client_ip import ClientIPResolver
 from ig_gate.geo.lookup import GeoReader
@@ -65,6 +66,7 @@ class PolicyWiring:
     ready: Callable[[], str | None] = lambda: None
     rollout: RolloutController | None = None  # staged rollout of new registry bundles (the gate drives it)
     problems: tuple[str, ...] = ()  # why the source cannot be used (the bundle file), for Gate.status()
+    reload: Callable[[], object] = lambda: None  # fetch / re-read the bundle now (SIGHUP; may do I/O)
 
 
 @dataclass(eq=False)
@@ -93,9 +95,27 @@ class GateSystem:
                 return
             self._state = "started"
         self.policy.start()
+        self._publish_active()
         if self.ssf is not None:
             self.ssf.receiver.jwks.start()
         self.gate.start()
+
+    def _publish_active(self) -> None:
+        """The bundle in force from now is on /metrics (`ig_gate_bundle_info`) before any request is decided;
+        a source that fails here (a plug-in) is reported by the request path, as it fails there too."""
+        try:
+            snapshot = self.gate.policy.current()
+        except Exception:
+            return
+        if snapshot is not None:
+            self.gate.metrics.bundle_info(
+                snapshot.revision, snapshot.digest, getattr(snapshot.verified, "version", None)
+            )
+
+    def reload(self) -> None:
+        """Load the policy bundle again now (the file, or a registry poll); off the event loop (I/O)."""
+        log.info("reloading the policy bundle (%s)", self.policy.kind)
+        self.policy.reload()
 
     def close(self) -> None:
         """Stop the background work, flush the decision log, close the risk store's connections (once)."""
@@ -155,10 +175,24 @@ def policy_wiring(settings: Settings, metrics: GateMetrics | None = None) -> Pol
         from ig_gate.middleware.remote_pdp import RemotePolicySource  # the HTTP client only when configured
 
         remote = RemotePolicySource(bundle.remote_opa_url)
-        return PolicyWiring(remote, "remote", close=remote.close, status=remote.status, ready=remote.ready)
+        url = bundle.remote_opa_url
+
+        def start() -> None:
+            log.info("policy decisions come from the remote PDP %s (no local bundle)", url)
+
+        return PolicyWiring(remote, "remote", start, remote.close, remote.status, remote.ready)
     if bundle.registry:
         return _registry_wiring(settings, metrics)
-    return _file_wiring(settings)
+    return _file_wiring(settings, metrics)
+
+
+def _activation_hook(metrics: GateMetrics | None) -> ActivationHook | None:
+    """Publish each bundle that becomes active as `ig_gate_bundle_info`, when it happens."""
+    if metrics is None:
+        return None
+    return lambda snapshot, source: metrics.bundle_info(
+        snapshot.revision, snapshot.digest, snapshot.verified.version
+    )
 
 
 def _registry_wiring(settings: Settings, metrics: GateMetrics | None) -> PolicyWiring:
@@ -182,10 +216,14 @@ def _registry_wiring(settings: Settings, metrics: GateMetrics | None) -> PolicyW
         on_event=None if metrics is None else lambda kind, detail: metrics.bundle_event(kind),
         min_version=bundle.min_version,
         on_floor=None if metrics is None else metrics.rollback_floor,
+        on_activate=_activation_hook(metrics),
     )
     if not settings.rollout.enabled:
         status = lambda: manager.status().to_json()  # noqa: E731
-        return PolicyWiring(manager, "registry", start=manager.start, close=manager.close, status=status)
+        return PolicyWiring(
+            manager, "registry", start=manager.start, close=manager.close, status=status,
+            reload=manager.poll_once,
+        )
     try:
         rollout = RolloutController(manager, settings.rollout)
     except ValueError as exc:
@@ -199,7 +237,10 @@ def _registry_wiring(settings: Settings, metrics: GateMetrics | None) -> PolicyW
     def status() -> dict[str, Any]:
         return {**manager.status().to_json(), "rollout": rollout.status().to_json()}
 
-    return PolicyWiring(manager, "registry", start=manager.start, close=close, status=status, rollout=rollout)
+    return PolicyWiring(
+        manager, "registry", start=manager.start, close=close, status=status, rollout=rollout,
+        reload=manager.poll_once,
+    )
 
 
 class _Unavailable:
@@ -212,20 +253,28 @@ class _Unavailable:
         return None
 
 
-def _file_wiring(settings: Settings) -> PolicyWiring:
-    """bundle.path as a StaticPolicySource, or an unavailable source and why when the file cannot be used
-    (the gate then fails by `failure_mode` and says why, one log line)."""
+def _file_wiring(settings: Settings, metrics: GateMetrics | None = None) -> PolicyWiring:
+    """bundle.path as a watched BundleFile, loaded now (a local file). When it cannot be used yet the gate
+    fails by `failure_mode` and says why (one log line) until a good file appears; when the key cannot be
+    read, an unavailable source and why. Each reason starts with the setting to fix."""
     bundle = settings.bundle
     try:
         if bundle.path is None:
             raise ConfigError("bundle.path: not set (nor bundle.registry, nor bundle.remote_opa_url)")
-        source = StaticPolicySource(bundle.path, verify_options(settings))
-        check_min_version(source.current().verified.version, bundle.min_version, bundle.path)
-        return PolicyWiring(source, "file")
-    except (BundleError, ConfigError, OSError) as exc:
-        reason = f"policy bundle {bundle.path}: {type(exc).__name__}: {str(exc)[:300]}"
+        options = verify_options(settings)
+    except (BundleError, ConfigError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        if not reason.startswith("bundle."):
+            reason = f"bundle.verification_key: {reason}"
         log.error("ig-gate has no usable policy (failing %s): %s", settings.failure_mode, reason)
         return PolicyWiring(_Unavailable(reason), "file", problems=(reason,))
+    source = BundleFile(
+        bundle.path, options, min_version=bundle.min_version, interval_s=bundle.watch_interval_s,
+        on_activate=_activation_hook(metrics),
+    )
+    if not source.reload():
+        log.error("ig-gate has no usable policy yet (failing %s): %s", settings.failure_mode, source.reason)
+    return PolicyWiring(source, "file", start=source.start, close=source.close, reload=source.reload)
 
 
 def build_gate(
@@ -250,7 +299,7 @@ def build_gate(
         if settings.bundle.registry or settings.bundle.remote_opa_url:
             key = "bundle.registry" if settings.bundle.registry else "bundle.remote_opa_url"
             raise ConfigError(f"{key}: this policy source is started and stopped by compose(settings)")
-        policy = _file_wiring(settings)
+        policy = _file_wiring(settings, metrics)
     elif not isinstance(policy, PolicyWiring):
         policy = PolicyWiring(policy, "given")
     key_sets = {"identity": _key_set(identity.jwks, settings, metrics)}

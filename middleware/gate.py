@@ -63,6 +63,7 @@ from ig_gate.middleware.extract import (
 from ig_gate.middleware.graphql import UNKNOWN, Classifier, GraphQLRequestError
 from ig_gate.middleware.jwks import JWKSet
 from ig_gate.middleware.live import LiveConnections
+from ig_gate.middleware.logs import DECISION_NOTE
 from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.profile import workload_profile
 from ig_gate.middleware.risk import RiskStore, RiskStoreError
@@ -539,6 +540,9 @@ class Gate:
             profile,
             seconds,
         )
+        note = DECISION_NOTE.get()  # the sidecar's access log quotes the decision id (None: log off)
+        if note is not None:
+            note.append(decision.decision_id)
         if self.decision_log is None:
             return
         document = trace.input
@@ -586,12 +590,17 @@ class Gate:
             "ready": snapshot is not None and self.sessions is not None and self._key_sets_loaded(),
             "policy": policy,
             "policy_problem": None if snapshot is not None else self._unavailable_reason(),
-            "problems": list(self.problems),
+            "problems": self._problems(snapshot),
             "failure_mode": self._mode,
             "memo_entries": len(self._memo) if self._memo is not None else None,
             "key_sets": {name: key_set.status() for name, key_set in self.key_sets.items()},
             "rollout": self.rollout.status().to_json() if self.rollout is not None else None,
         }
+
+    def _problems(self, snapshot: PolicySnapshot | None) -> list[str]:
+        """The fixed problems, and why the policy source has no bundle now (a watched file may get one)."""
+        reason = getattr(self.policy, "reason", None) if snapshot is None else None
+        return [*self.problems, reason] if reason and reason not in self.problems else list(self.problems)
 
     def start(self) -> None:
         """Start the background work (construction starts none; idempotent): key-set refreshers, the

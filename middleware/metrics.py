@@ -179,7 +179,11 @@ class GateMetrics:
         self._bundle_info = gauge(
             "bundle_info", "The active policy bundle (value 1).", ("revision", "digest", "version"), "livemax"
         )
-        self._rollout_stage = gauge("rollout_stage", "Current rollout stage index.", (), "livemostrecent")
+        self._rollout_stage = gauge(
+            "rollout_stage", "Rollout stage: -1 none (no candidate, or no rollout configured), 0 shadow, k "
+            "canary stage k.", (), "livemostrecent",
+        )
+        self._rollout_stage.set(-1)  # a fresh gauge reads 0, i.e. "shadow": none until one starts
         self._floor_unset = gauge(
             "rollback_floor_unset",
             "1 while no rollback floor protects against older signed bundles (registry mode), else 0.",

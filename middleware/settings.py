@@ -115,6 +115,17 @@ class BundleSettings:
         str | None, Meta(description="Ask this OPA-compatible PDP (http(s)://host[:port]) instead of the "
                                "local engine.")
     ] = None
+    # the bundle file: `ig-gate serve` exits 2 when it cannot be used at start, unless told to wait for it
+    wait_for_bundle: Annotated[
+        bool, Meta(description="`ig-gate serve`: start even when bundle.path cannot be used yet (/readyz "
+                   "answers 503 until a verified bundle appears there); false: exit 2 naming the setting.")
+    ] = False
+    watch_interval_s: Annotated[
+        Seconds | None,
+        Meta(description="Seconds between checks of bundle.path for a new file (mtime, size, inode), as "
+             "`opa run --watch`: a changed file is verified, then swapped in; a bad one keeps the last "
+             "good bundle. null: no watching (SIGHUP still reloads)."),
+    ] = 2.0
 
     def __post_init__(self) -> None:
         if self.min_version is not None:
@@ -596,6 +607,7 @@ class Settings:
     risk_store: RiskStoreSettings = field(default_factory=RiskStoreSettings)
     ssf: SSFSettings = field(default_factory=SSFSettings)  # the middleware serves POST /ssf/events too
     graphql: GraphQLSettings = field(default_factory=GraphQLSettings)
+    log: LogSettings = field(default_factory=LogSettings)  # applied by `ig-gate serve` (middleware: logs.py)
     autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)  # recommender, exporter
     tenants: Annotated[
         dict[str, TenantSettings], Meta(description="Per-tenant settings (caps), by tenant id.")

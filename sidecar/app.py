@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute, Route
 from ig_gate.middleware.compose import GateSystem, compose
 from ig_gate.middleware.settings import Settings, load_settings
 from ig_gate.sidecar import autoscale_api, coprocessor, forward_auth, opa_api, ops
+from ig_gate.sidecar.access_log import with_access_log
 from ig_gate.sidecar.admin import admin_auth
 from ig_gate.sidecar.asgi_io import ASGIApp
 from ig_gate.sidecar.extension import Extension, ExtensionFactory
@@ -149,7 +150,8 @@ def build_app(settings: Settings, factories: Sequence[ExtensionFactory] = EXTENS
     return create_app(settings, system, extensions=extensions)
 
 
-def app_from_env() -> SidecarApp:
-    """The uvicorn factory `ig_gate.sidecar.app:app_from_env` (one app per worker process); the config
-    path comes from $IG_SIDECAR_CONFIG."""
-    return build_app(load_settings(os.environ.get(CONFIG_ENV) or None))
+def app_from_env() -> ASGIApp:
+    """The uvicorn factory `ig_gate.sidecar.app:app_from_env` (one app per worker process, with the access
+    log when `log.access`); the config path comes from $IG_SIDECAR_CONFIG."""
+    settings = load_settings(os.environ.get(CONFIG_ENV) or None)
+    return with_access_log(build_app(settings), settings)

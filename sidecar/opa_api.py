@@ -6,6 +6,7 @@
 - `GET /v1/data/{path}` (optional `?input=<JSON>`).
 - `GET /health` -> 200 `{}`; `GET /health?bundles` (or `?plugins`: the bundle source is the only plugin)
   -> 200 only while a verified bundle is active, else 500 with OPA's unhealthy shape `{"code", "error"}`.
+- No verified bundle active (not ready, as OPA before its bundles activate): the Data API answers 503.
 
 Errors use OPA's shape: `{"code": "invalid_parameter" | "internal_error", "message": ...}`. An input
 nested deeper than MAX_INPUT_DEPTH levels is a 400 (the engine would recurse on it). Queries run on the
@@ -57,7 +58,7 @@ def routes(sidecar: Sidecar) -> list[BaseRoute]:
             return opa_error(400, INVALID, f"input: nested deeper than {MAX_INPUT_DEPTH} levels")
         snapshot = gate.policy.current()
         if snapshot is None:
-            return opa_error(500, INTERNAL, "no verified policy bundle is active")
+            return opa_error(503, INTERNAL, "not ready: no verified policy bundle is active")
         try:
             document = input_document if input_document is not None else {}
             result = await evaluate_policy(snapshot, query, document)

@@ -10,20 +10,32 @@ PROMETHEUS_MULTIPROC_DIR (unless one is set) that /metrics of any worker aggrega
 serves both the client and the admin listener (sidecar/listeners.py). Each worker writes its own
 decision-log file and chain (middleware/decision_log.py). Risk events are per process without Redis, so
 SSF (`ssf.transmitter_jwks`) with several workers requires `risk_store.redis_url` (exit 2 otherwise).
+
+Logging (`log.*`) is applied before anything is built, to ig-gate's and uvicorn's loggers alike
+(middleware/logs.py); `log.access` adds one line per request (sidecar/access_log.py). A bundle file
+(`bundle.path`) that cannot be used at start is a configuration error (exit 2, naming the setting) unless
+`bundle.wait_for_bundle`; the file is watched, and SIGHUP reloads it (or polls the registry) at once
+(with several workers uvicorn's supervisor restarts them on SIGHUP, which reloads too).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging.config
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ig_gate.errors import IgGateError, describe
+from ig_gate.middleware.compose import GateSystem
+from ig_gate.middleware.logs import held_records, logging_config
 from ig_gate.middleware.settings import ConfigError, Settings, check_files, load_settings
+from ig_gate.sidecar.access_log import with_access_log
 from ig_gate.sidecar.admin import check_listener
 from ig_gate.sidecar.listeners import serve_listeners
 
@@ -47,8 +59,9 @@ and only on loopback; on any other address set server.admin_auth (token: server.
 jwt: the IdP's tokens with server.admin_read_scope / server.admin_write_scope), or serve refuses to
 start."""
 EPILOG = """exit status: 0 after a clean shutdown (SIGTERM/SIGINT drain in-flight requests for
-server.graceful_timeout_s), 2 on a configuration error (one line naming the key), 3 when the address
-cannot be bound."""
+server.graceful_timeout_s), 2 on a configuration error (one line naming the key; also a bundle.path that
+cannot be used, unless bundle.wait_for_bundle), 3 when the address cannot be bound. SIGHUP reloads the
+policy bundle."""
 
 
 def register_serve(subparsers: argparse._SubParsersAction) -> None:
@@ -83,9 +96,18 @@ def serve_command(args: argparse.Namespace) -> int:
             f"server.workers: {server.workers} workers with ssf.transmitter_jwks set need "
             "risk_store.redis_url (a risk event reaches only the worker that receives it)"
         ))
+    log_config = logging_config(settings.log)
+    logging.config.dictConfig(log_config)  # before building: the bundle activation line is logged then
     try:
         check_listener(server)
-        app = _build(settings)  # fails here, before listening, on bad keys, key sets, geo DB...
+        with held_records() as release:  # a startup that fails says one line
+            app = _build(settings)  # fails here, before listening, on bad keys, key sets, geo DB...
+            system = app.state.sidecar.system
+            problem = unusable_bundle(system)
+            if problem is not None:
+                system.close()
+                raise ConfigError(problem)
+            release()
     except STARTUP_ERRORS as exc:
         return _fail(exc)
     options = {
@@ -93,7 +115,8 @@ def serve_command(args: argparse.Namespace) -> int:
         "port": server.port,
         "loop": "uvloop",
         "http": "httptools",
-        "access_log": False,
+        "access_log": False,  # uvicorn's would log query strings: log.access is ours
+        "log_config": log_config,
         "timeout_graceful_shutdown": max(1, round(server.graceful_timeout_s)),
         "lifespan": "on",
         # ig-gate alone decides which forwarded headers to trust (geo.trusted_proxies); uvicorn's own
@@ -102,7 +125,8 @@ def serve_command(args: argparse.Namespace) -> int:
         "server_header": False,
     }
     if server.workers == 1:
-        return serve_listeners(app, options, server)
+        signal.signal(signal.SIGHUP, lambda *_: _reload_in_background(system))
+        return serve_listeners(with_access_log(app, settings), options, server)
     app.state.sidecar.system.close()  # the workers build their own
     os.environ["IG_SIDECAR_CONFIG"] = str(Path(args.config).resolve()) if args.config else ""
     if server.upstream:
@@ -137,6 +161,22 @@ def _build(settings: Settings) -> SidecarApp:
     from ig_gate.sidecar.app import build_app  # imported here: the CLI's other commands stay light
 
     return build_app(settings)
+
+
+def unusable_bundle(system: GateSystem) -> str | None:
+    """Why the bundle file cannot be used at start (a configuration error for serve), else None; None too
+    for a registry or remote source, or with bundle.wait_for_bundle (/readyz says 503 until it can)."""
+    if system.policy.kind != "file" or system.settings.bundle.wait_for_bundle:
+        return None
+    if system.gate.policy.current() is not None:
+        return None
+    reason = getattr(system.gate.policy, "reason", None) or "; ".join(system.policy.problems)
+    return reason or "bundle.path: no usable policy bundle"
+
+
+def _reload_in_background(system: GateSystem) -> None:
+    """SIGHUP: reload the bundle on a thread (the signal handler runs on the event loop's thread)."""
+    threading.Thread(target=system.reload, name="sighup-reload", daemon=True).start()
 
 
 def _fail(exc: BaseException) -> int:

@@ -222,12 +222,14 @@ def test_a_new_candidate_supersedes_the_one_rolling_out_without_rejecting_it(rig
     assert r.target.rejected == [] and "rollout_superseded" in r.events
 
 
-def test_with_no_active_bundle_the_candidate_is_promoted_at_once(tmp_path):
+def test_with_no_active_bundle_the_candidate_is_activated_at_once_and_not_counted_as_a_promotion(tmp_path):
     target = Target(None)
-    controller = RolloutController(target, LIMITS)
+    events: list[str] = []
+    controller = RolloutController(target, LIMITS, on_event=lambda kind, detail: events.append(kind))
     candidate = Candidate(snapshot(tmp_path, "v1"), "reg/p@sha256:c1", "sha256:c1", None)
     controller.offer(candidate)
     assert target.promoted == [candidate] and controller.stage_index == IDLE
+    assert controller.status().promotions == 0 and events == []  # a first activation, nothing rolled out
     controller.close()
 
 

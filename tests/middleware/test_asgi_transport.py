@@ -217,7 +217,8 @@ def test_a_bundle_signed_by_another_key_is_not_used(world, make_client, tmp_path
     client = make_client(bundle={"path": str(forged)})
 
     assert client.post("/graphql", content=query(), headers=bearer(world.token())).status_code == 503
-    assert "SignatureError" in client.middleware.gate.status()["policy_problem"]
+    problem = client.middleware.gate.status()["policy_problem"]
+    assert problem.startswith(f"bundle.path: {forged}: ") and "signature does not verify" in problem
 
 
 def test_failure_mode_open_passes_and_counts(world, make_client, tmp_path):

@@ -232,7 +232,7 @@ def test_background_thread_polls_and_close_stops_it(make_manager, counting, repo
         wait_until(lambda: manager.current() is not None, 10, "first background poll")
     finally:
         manager.close()
-    assert manager._thread is None
+    assert not manager._poller.running
 
 
 def test_rollout_hook_gets_the_candidate_instead_of_activation(

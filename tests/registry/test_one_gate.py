@@ -181,7 +181,7 @@ def test_one_yaml_through_the_middleware_and_the_sidecar_polls_shares_revocation
     assert all(door.status(token["sess-c"], "/y") == allowed[door] for door in both)
     bundle = httpx.get(f"{sidecar.admin}/v1/status").json()["bundle"]
     assert bundle["active"]["version"] == "2.0.0"
-    assert bundle["rollout"]["promotions"] == 2  # v1 (nothing active: at once), v2 after shadow and 100 %
+    assert bundle["rollout"]["promotions"] == 1  # v2 after shadow and 100 % (v1, activated at once, is not)
     assert bundle["rollout"]["last_check"]["passed"] is True
 
 

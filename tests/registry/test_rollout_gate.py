@@ -120,6 +120,9 @@ def test_deny_heavy_candidate_is_reverted_and_never_retried_then_a_healthy_one_i
     world.publish("1.0.0", '{"allow": true, "reasons": ["v1"]}')
     assert manager.poll_once() == "candidate"  # handed to the controller: no active bundle, promoted at once
     assert manager.current().verified.version == "1.0.0" and controller.stage_index == IDLE
+    # a first activation is not a promotion (issue 12 B5): nothing was rolled out
+    assert controller.status().promotions == 0
+    assert metric(gate, "ig_gate_bundle_events_total", kind="rollout_promoted") == 0
     assert gate.decide(request(world, TENANTS[0])).reasons == ("v1",)
 
     # v2 denies everything: reverted in shadow, never enforced
@@ -162,11 +165,11 @@ def test_deny_heavy_candidate_is_reverted_and_never_retried_then_a_healthy_one_i
     full = decide_until(gate, world, controller, 2)
     assert {reasons for _, reasons in full} == {("v3",)}
     controller.wait_settled()
-    assert manager.current().verified.version == "1.2.0" and controller.status().promotions == 2  # v1 and v3
+    assert manager.current().verified.version == "1.2.0" and controller.status().promotions == 1  # v3 only
     assert gate.decide(request(world, TENANTS[2])).reasons == ("v3",)
     record = json.loads((state / "last-good.json").read_text())
     assert record["version"] == "1.2.0" and record["digest"] == manager.current().digest
-    assert metric(gate, "ig_gate_bundle_events_total", kind="rollout_promoted") == 2
+    assert metric(gate, "ig_gate_bundle_events_total", kind="rollout_promoted") == 1
     assert metric(gate, "ig_gate_rollout_stage") == IDLE
     assert gate.status()["rollout"]["last_check"]["passed"] is True
 

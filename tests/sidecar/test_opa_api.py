@@ -103,7 +103,7 @@ def test_bad_input_query_parameter_gets_opa_shaped_400(served: Served) -> None:
     assert response.status_code == 400 and response.json()["code"] == "invalid_parameter"
 
 
-def test_without_an_active_bundle_health_is_500_and_data_is_an_opa_error(make_sidecar: Any) -> None:
+def test_without_an_active_bundle_health_is_500_and_data_is_503_not_ready(make_sidecar: Any) -> None:
     client = make_sidecar(bundle={"path": "/nonexistent/policy.tgz"})
     assert client.get(f"{ADMIN}/health").status_code == 200
     for query in ("bundles", "bundles=true", "plugins"):
@@ -111,7 +111,7 @@ def test_without_an_active_bundle_health_is_500_and_data_is_an_opa_error(make_si
         assert unhealthy.status_code == 500
         assert unhealthy.json()["code"] == "internal_error" and unhealthy.json()["error"]  # OPA's shape
     response = client.post(f"{ADMIN}/v1/data/ig/zt/decision", json={"input": {}})
-    assert response.status_code == 500 and response.json()["code"] == "internal_error"
+    assert response.status_code == 503 and "not ready" in response.json()["message"]
 
 
 def test_remote_pdp_source_decides_like_the_local_bundle(
