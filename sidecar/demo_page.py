@@ -16,12 +16,26 @@ The "developer" panel keeps the paste-a-token buttons whose raw answers the olde
 from __future__ import annotations
 
 import json
+from typing import Any
+
+DEMO_OPERATIONS = {
+    "query": {"query": "query Me { me { subject tenant risk country decision_id } }"},
+    "mutation": {"query": "mutation Update($name: String) { update(name: $name) { ok } }",
+                 "variables": {"name": "from the page"}},
+}
 
 
-def render(issuer: str | None, client_id: str) -> str:
-    """The page, configured for this provider (`issuer` None: only the developer panel)."""
-    config = json.dumps({"issuer": issuer, "client_id": client_id}).replace("</", "<\\/")
-    return PAGE.replace("__CONFIG__", config)
+def render(
+    issuer: str | None,
+    client_id: str,
+    endpoint: str = "/graphql",
+    operations: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """The page, configured for this provider (`issuer` None: only the developer panel), the GraphQL
+    `endpoint` it calls and the query and mutation it runs (default: the demo app's)."""
+    config = {"issuer": issuer, "client_id": client_id, "endpoint": endpoint,
+              "operations": operations or DEMO_OPERATIONS}
+    return PAGE.replace("__CONFIG__", json.dumps(config).replace("</", "<\\/"))
 
 
 PAGE = """<!doctype html>
@@ -68,11 +82,7 @@ pre { background: #f4f4f4; padding: .6em; white-space: pre-wrap; overflow-wrap: 
 const cfg = JSON.parse(document.getElementById("oidc-config").textContent);
 const store = window.sessionStorage;
 const $ = (id) => document.getElementById(id);
-const OPERATIONS = {
-  query: {query: "query Me { me { subject tenant risk country decision_id } }"},
-  mutation: {query: "mutation Update($name: String) { update(name: $name) { ok } }",
-             variables: {name: "from the page"}},
-};
+const OPERATIONS = cfg.operations;
 
 function status(text, kind) { $("status").textContent = text; $("status").className = kind || ""; }
 function b64url(bytes) {
@@ -163,7 +173,7 @@ function showRefusal(kind, body) {
   const message = error.message || body.reason || "";
   const reasons = (error.extensions && error.extensions.reasons) ||
     (message.includes(": ") ? message.split(": ").slice(1).join(": ").split(", ") : [body.reason]);
-  $("refused-what").textContent = `the ${kind} (${OPERATIONS[kind].query.split(" {")[0]}) on /graphql`;
+  $("refused-what").textContent = `the ${kind} (${OPERATIONS[kind].query.split(" {")[0]}) on ${cfg.endpoint}`;
   $("refused-reasons").textContent = reasons.join(", ");
   $("refused-decision").textContent = (error.extensions && error.extensions.decision_id) || body.decision_id;
   $("refused-message").textContent = message;
@@ -179,7 +189,8 @@ async function run(kind) {
   const token = store.getItem("token"), attestation = store.getItem("attestation");
   if (token) headers["Authorization"] = "Bearer " + token;
   if (attestation) headers["X-Device-Attestation"] = attestation;
-  const response = await fetch("/graphql", {method: "POST", headers, body: JSON.stringify(OPERATIONS[kind])});
+  const payload = JSON.stringify(OPERATIONS[kind]);
+  const response = await fetch(cfg.endpoint, {method: "POST", headers, body: payload});
   const body = await response.json().catch(() => ({}));
   if (response.status === 401) {
     const challenge = parseChallenge(response.headers.get("WWW-Authenticate") || "");

@@ -1,7 +1,11 @@
 """A person in Debian's Chromium signs in at the demo's real OpenID provider (Authlib: code flow + PKCE,
-login page, TOTP second factor) and uses the demo page behind ZeroTrustMiddleware: allowed, stepped up
-(RFC 9470 challenge -> provider with acr_values/max_age -> TOTP -> back -> retried), refused (403 page with
-reason codes and the decision id), and cut off by a CAEP session-revoked event while the page is open.
+login page, TOTP second factor) and uses the demo page: allowed, stepped up (RFC 9470 challenge -> provider
+with acr_values/max_age -> TOTP -> back -> retried), refused (403 page with reason codes and the decision
+id), and cut off by a CAEP session-revoked event while the page is open.
+
+Two deployments (`stack`): the demo app in ZeroTrustMiddleware, and `ig-gate serve --upstream` in front of
+the Node Apollo Gateway (tests/apollo/gateway_ui.js, which also serves the page at /ui). The wrong-TOTP and
+CAEP tests run on the middleware only (the gateway has no subscriptions over WebSocket here).
 
 Geo: the app trusts 127.0.0.1 as a proxy (`geo.trusted_proxies`); the out-of-fence test adds the proxy's
 `X-Forwarded-For` to the page's API requests with Playwright route interception (no separate proxy
@@ -27,11 +31,13 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from ig_gate.middleware.ssf import CAEP
 from ig_gate.sidecar.demo import prepare
+from ig_gate.sidecar.demo_page import render
 from ig_gate.sidecar.oidc_provider import DEMO_USERS
 from tests.browser.test_chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.geo.mmdb import write_country_mmdb
 from tests.support.keys import KeyPair, make_keypair, write_jwks
 from tests.support.procs import free_port, running, wait_until
+from tests.support.sidecar import IG_GATE
 
 SERVER = """
 import sys, uvicorn
@@ -42,6 +48,12 @@ uvicorn.run(ZeroTrustMiddleware(create_app(oidc_issuer=sys.argv[3]), config=sys.
 """
 SSF_ISSUER, SSF_AUDIENCE = "https://idp.example.test/ssf", "https://gate.example.test/ssf"
 FENCED_IP = "1.1.1.1"  # AU in this test's database: outside tenant acme's fence (US, DE)
+APOLLO = Path(__file__).resolve().parents[1] / "apollo"
+APOLLO_OPERATIONS = {
+    "query": {"query": "query Me { me { id name } headers }"},
+    "mutation": {"query": "mutation Rename($name: String!) { rename(name: $name) { id name } }",
+                 "variables": {"name": "from the page"}},
+}
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,42 +63,96 @@ pytestmark = [
 
 @dataclass(frozen=True)
 class Stack:
-    app: str
+    """One deployment of the page and the API behind ig-gate, with the provider it trusts."""
+
+    name: str  # "middleware" (the demo app in ZeroTrustMiddleware) | "proxy" (ig-gate serve -> Apollo)
+    app: str  # the origin of the page and of its API calls
+    endpoint: str  # the GraphQL path the page calls
     idp: str
     transmitter: KeyPair
     decisions: Path
 
 
+@dataclass(frozen=True)
+class Demo:
+    """`make demo`'s files with the test's geo database and SET transmitter, and the provider serving."""
+
+    dir: Path
+    config: str  # ig-gate.yaml's text for the middleware deployment
+    idp: str
+    app_port: int
+    proxy_port: int
+    transmitter: KeyPair
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
+def demo(tmp_path_factory) -> Iterator[Demo]:
     work = tmp_path_factory.mktemp("stepup")
-    demo = work / "demo"
-    devidp = prepare(demo, Path(__file__).parents[2] / "policies")
-    (demo / "keys" / "mdm.key").write_bytes(devidp.device_key.private_pem)
-    app_port, idp_port = free_port(), free_port()
-    app, idp = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{idp_port}"
+    directory = work / "demo"
+    devidp = prepare(directory, Path(__file__).parents[2] / "policies")
+    (directory / "keys" / "mdm.key").write_bytes(devidp.device_key.private_pem)
+    app_port, proxy_port, idp_port = free_port(), free_port(), free_port()
+    idp = f"http://127.0.0.1:{idp_port}"
     transmitter = make_keypair("ES256", "ssf-1")
     ssf_jwks = write_jwks(work / "ssf-jwks.json", transmitter)
     mmdb = write_country_mmdb(work / "geo.mmdb", {"127.0.0.0/8": "US", f"{FENCED_IP}/32": "AU"})
-    config = demo / "ig-gate.yaml"
-    text = config.read_text().replace("database: null", f"database: {mmdb}")
+    text = (directory / "ig-gate.yaml").read_text().replace("database: null", f"database: {mmdb}")
     text = text.replace(f"issuer: {devidp.issuer}", f"issuer: {idp}")  # trust the provider: its key, its iss
     text += f"ssf:\n  transmitter_jwks: {ssf_jwks}\n  issuer: {SSF_ISSUER}\n  audience: {SSF_AUDIENCE}\n"
-    config.write_text(text)
-    script = work / "serve.py"
-    script.write_text(SERVER)
     provider_argv = [
         sys.executable, "-m", "ig_gate.sidecar.oidc_provider", "--port", str(idp_port),
-        "--key", str(demo / "keys" / "idp.key"), "--kid", devidp.session_key.kid,
-        "--mdm-key", str(demo / "keys" / "mdm.key"), "--mdm-kid", devidp.device_key.kid,
-        "--redirect-uri", f"{app}/ui",
+        "--key", str(directory / "keys" / "idp.key"), "--kid", devidp.session_key.kid,
+        "--mdm-key", str(directory / "keys" / "mdm.key"), "--mdm-kid", devidp.device_key.kid,
+        "--redirect-uri", f"http://127.0.0.1:{app_port}/ui", "--redirect-uri", f"http://127.0.0.1:{proxy_port}/ui",
+    ]
+    with running(provider_argv, port=idp_port, log=work / "idp.log"):
+        yield Demo(directory, text, idp, app_port, proxy_port, transmitter)
+
+
+@pytest.fixture(scope="module")
+def middleware_stack(demo: Demo) -> Iterator[Stack]:
+    """The demo app in ZeroTrustMiddleware, serving the page at /ui and GraphQL at /graphql."""
+    config = demo.dir / "ig-gate.yaml"
+    config.write_text(demo.config)
+    script = demo.dir / "serve.py"
+    script.write_text(SERVER)
+    app = f"http://127.0.0.1:{demo.app_port}"
+    argv = [sys.executable, str(script), str(config), str(demo.app_port), demo.idp]
+    with running(argv, port=demo.app_port, log=demo.dir / "app.log"):
+        yield Stack("middleware", app, "/graphql", demo.idp, demo.transmitter, demo.dir / "decisions.jsonl")
+
+
+@pytest.fixture(scope="module")
+def proxy_stack(demo: Demo) -> Iterator[Stack]:
+    """subgraph -> Apollo Gateway (Node, also serving the page at /ui) -> `ig-gate serve --upstream`,
+    GraphQL at /."""
+    if shutil.which("node") is None or not (APOLLO / "node_modules").is_dir():
+        pytest.skip("needs node and tests/apollo/node_modules (`make test` runs npm install there)")
+    config = demo.dir / "proxy.yaml"
+    config.write_text(demo.config.replace("paths: [/graphql, /graphql/ws]", "paths: [/]")
+                      .replace("path: decisions.jsonl", "path: proxy-decisions.jsonl"))
+    page = demo.dir / "ui.html"  # the gateway serves the page at /ui (excluded from the gate, as in the demo)
+    page.write_text(render(demo.idp, "ig-gate-demo", endpoint="/", operations=APOLLO_OPERATIONS))
+    subgraph_port, gateway_port, admin_port = free_port(), free_port(), free_port()
+    sidecar = [
+        str(IG_GATE), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(demo.proxy_port),
+        "--admin-port", str(admin_port), "--upstream", f"http://127.0.0.1:{gateway_port}/",
     ]
     with (
-        running(provider_argv, port=idp_port, log=work / "idp.log"),
-        running([sys.executable, str(script), str(config), str(app_port), idp], port=app_port,
-                log=work / "app.log"),
+        running(["node", "subgraph.js"], port=subgraph_port, log=demo.dir / "subgraph.log", cwd=APOLLO,
+                env={"SUBGRAPH_PORT": str(subgraph_port)}),
+        running(["node", "gateway_ui.js"], port=gateway_port, log=demo.dir / "gateway.log", cwd=APOLLO,
+                env={"SUBGRAPH_URL": f"http://127.0.0.1:{subgraph_port}/",
+                     "GATEWAY_PORT": str(gateway_port), "UI_PAGE": str(page)}),
+        running(sidecar, port=demo.proxy_port, log=demo.dir / "sidecar.log"),
     ):
-        yield Stack(app, idp, transmitter, demo / "decisions.jsonl")
+        yield Stack("proxy", f"http://127.0.0.1:{demo.proxy_port}", "/", demo.idp, demo.transmitter,
+                    demo.dir / "proxy-decisions.jsonl")
+
+
+@pytest.fixture(params=["middleware", "proxy"])
+def stack(request) -> Stack:
+    return request.getfixturevalue(f"{request.param}_stack")
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +175,9 @@ def page(browser: Browser) -> Iterator[Page]:
 def shot(page: Page, tmp_path: Path, request):
     """shot(name): save a screenshot of this step (tmp dir; also $IG_GATE_SCREENSHOTS when set)."""
     extra = os.environ.get("IG_GATE_SCREENSHOTS")
-    test = request.node.name.removeprefix("test_")[:40]
+    test = request.node.originalname.removeprefix("test_")[:40]
+    if hasattr(request.node, "callspec"):
+        test += "-" + request.node.callspec.id
 
     def save(name: str) -> Path:
         path = tmp_path / f"{test}-{name}.png"
@@ -150,9 +218,17 @@ def logged_decision(stack: Stack, decision_id: str) -> dict:
     return found
 
 
+def mutated(stack: Stack, page: Page) -> bool:
+    """The page shows the upstream's answer to its mutation."""
+    data = json.loads(page.inner_text("#result"))["data"]
+    if stack.name == "middleware":
+        return data["update"]["ok"] is True
+    return data["rename"]["name"] == "from the page"
+
+
 def expect_refusal(page: Page, stack: Stack, reason: str) -> None:
     expect(page.locator("#refusal")).to_be_visible()
-    expect(page.locator("#refused-what")).to_contain_text("the query (query Me)")
+    expect(page.locator("#refused-what")).to_have_text(f"the query (query Me) on {stack.endpoint}")
     expect(page.locator("#refused-reasons")).to_contain_text(reason)
     decision_id = page.inner_text("#refused-decision").strip()
     assert decision_id, "the refusal page names no decision id"
@@ -163,13 +239,17 @@ def test_low_risk_user_signs_in_and_runs_a_query_and_a_mutation(page, stack, sho
     sign_in(page, stack, "alice", shot)
     page.click("#run-query")
     expect(page.locator("#status")).to_have_text("The query succeeded")
-    me = json.loads(page.inner_text("#result"))["data"]["me"]
-    assert (me["subject"], me["tenant"], me["risk"], me["country"], me["posture"]) == (
-        "alice", "acme", "low", "US", "managed"
-    )
+    data = json.loads(page.inner_text("#result"))["data"]
+    if stack.name == "middleware":
+        me = data["me"]
+        assert (me["subject"], me["tenant"], me["risk"], me["country"], me["posture"]) == (
+            "alice", "acme", "low", "US", "managed"
+        )
+    else:  # the subgraph behind the Apollo Gateway sees the identity ig-gate verified
+        assert {"x-auth-subject=alice", "x-auth-tenant=acme", "x-auth-risk=low"} <= set(data["headers"])
     page.click("#run-mutation")
     expect(page.locator("#status")).to_have_text("The mutation succeeded")
-    assert json.loads(page.inner_text("#result"))["data"]["update"]["ok"] is True
+    assert mutated(stack, page)
     shot("2-mutation-ok")
 
 
@@ -191,11 +271,12 @@ def test_medium_risk_user_steps_up_with_totp_and_the_mutation_is_retried_with_th
 
     expect(page.locator("#status")).to_have_text("The mutation succeeded")
     expect(page.locator("#who")).to_have_attribute("data-acr", "mfa")
-    assert json.loads(page.inner_text("#result"))["data"]["update"]["ok"] is True
+    assert mutated(stack, page)
     shot("3-mutation-after-step-up")
 
 
-def test_a_wrong_totp_code_is_refused_by_the_provider(page, stack, shot):
+def test_a_wrong_totp_code_is_refused_by_the_provider(page, middleware_stack, shot):
+    stack = middleware_stack
     sign_in(page, stack, "bob", shot)
     page.click("#run-mutation")
     page.wait_for_url(f"{stack.idp}/mfa**")
@@ -218,7 +299,7 @@ def test_a_country_outside_the_tenants_fence_gets_the_refusal_page(page, stack, 
     # carol: a request from Australia also flags her later US requests as impossible travel
     sign_in(page, stack, "carol", shot)
     # as a trusted proxy in front of the app would: the client's address in X-Forwarded-For
-    page.route(f"{stack.app}/graphql", lambda route: route.continue_(
+    page.route(f"{stack.app}{stack.endpoint}", lambda route: route.continue_(
         headers={**route.request.headers, "x-forwarded-for": FENCED_IP}
     ))
     page.click("#run-query")
@@ -226,7 +307,10 @@ def test_a_country_outside_the_tenants_fence_gets_the_refusal_page(page, stack, 
     shot("2-refused-geo")
 
 
-def test_caep_session_revoked_closes_the_open_subscription_and_refuses_the_next_action(page, stack, shot):
+def test_caep_session_revoked_closes_the_open_subscription_and_refuses_the_next_action(
+    page, middleware_stack, shot
+):
+    stack = middleware_stack
     sign_in(page, stack, "alice", shot)
     page.click("#watch")
     expect(page.locator("#subscription")).to_have_attribute("data-open", "1")
