@@ -7,11 +7,32 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _LOCATION = re.compile(r" \(([^()]*?):\d+\)$")  # "func (path/file.py:123)" -> drop the line number
 OWN_CODE = ("bundles/", "geo/", "middleware/", "sidecar/")  # py-spy shows paths relative to sys.path
+# the app is what these call that is not ig-gate's code (uvicorn's proxy-headers wrapper: the bare app)
+APP_CALLERS = ("ZeroTrustMiddleware.__call__ ", "ProxyHeadersMiddleware.__call__ ")
+APP = "the app"
+SERVER = "server, outside the middleware (uvicorn, event loop)"
+# the step of the request path a sample is charged to: the innermost frame of its stack that one of these
+# names (a function-name prefix); the first matching step wins for a frame
+STEPS = (
+    ("decision-log writer thread", ("DecisionLog._run ", "DecisionLog._write ")),
+    ("decision-log append", ("DecisionLog.append",)),
+    ("metrics record", ("GateMetrics.",)),
+    ("path normalisation", ("normalise_scope ",)),
+    ("header extract", ("header_map ",)),
+    ("token lookup (session)", ("Gate._session ", "SessionVerifier.", "TokenReader.")),
+    ("classifier", ("Classifier.",)),
+    ("signals (IP, geo, device, travel)",
+     ("ClientIPResolver.", "GeoReader.", "DevicePosture.", "TravelAnomalyDetector.")),
+    ("memo / policy", ("Gate._verdict ", "DecisionMemo.")),
+    ("gate bookkeeping (trace, ids, record)", ("Gate.", "DecisionIds.", "_identity ")),
+    ("body read and replay", ("read_body ", "_replay")),
+    ("middleware ASGI wrapping", ("ZeroTrustMiddleware.", "_set_identity ")),
+)  # fmt: skip
 
 
 class ProfileError(RuntimeError):
@@ -48,6 +69,7 @@ class Profile:
     samples: int
     threads: dict[str, float]
     functions: dict[str, float]
+    steps: dict[str, float] = field(default_factory=dict)  # exclusive: each sample charged to one step
 
     def top(self, count: int, only: tuple[str, ...] = OWN_CODE) -> list[tuple[str, float]]:
         """The `count` functions with the largest inclusive share whose location contains one of `only`."""
@@ -59,6 +81,7 @@ def read_profile(path: Path) -> Profile:
     """Summarize py-spy's raw (collapsed) output: `thread;frame;frame count` lines."""
     threads: Counter[str] = Counter()
     functions: Counter[str] = Counter()
+    steps: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -69,6 +92,7 @@ def read_profile(path: Path) -> Profile:
         threads[re.sub(r"^thread \(\d+\): ", "", thread).strip()] += samples
         for name in {_LOCATION.sub(r" (\1)", frame) for frame in frames}:
             functions[name] += samples
+        steps[step_of(frames)] += samples
         total += samples
     if not total:
         raise ProfileError(f"{path}: no samples")
@@ -76,4 +100,24 @@ def read_profile(path: Path) -> Profile:
         total,
         {name: n / total for name, n in threads.most_common()},
         {name: n / total for name, n in functions.items()},
+        {name: n / total for name, n in steps.most_common()},
     )
+
+
+def step_of(frames: list[str]) -> str:
+    """The request-path step (STEPS) a sampled stack (root first) is charged to: its innermost frame that
+    names a step; the app when the frame below the middleware (or uvicorn's wrapper, for the bare app)
+    is not ig-gate's code."""
+    step = SERVER
+    for depth, frame in enumerate(frames):
+        if depth and frames[depth - 1].startswith(APP_CALLERS) and not _own(frame):
+            return APP
+        for name, prefixes in STEPS:
+            if frame.startswith(prefixes):
+                step = name
+                break
+    return step
+
+
+def _own(frame: str) -> bool:
+    return any(f"({prefix}" in frame for prefix in OWN_CODE)

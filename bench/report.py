@@ -72,6 +72,8 @@ def profile_table(profiles: Mapping[str, Profile], count: int = 12) -> str:
         threads = ", ".join(f"{thread} {share:.0%}" for thread, share in profile.threads.items())
         lines += [f"- **{name}** ({profile.samples} samples; threads: {threads})"]
         lines += [f"  - {share:5.1%} `{function}`" for function, share in profile.top(count)]
+        steps = "; ".join(f"{step} {share:.1%}" for step, share in profile.steps.items())
+        lines += [f"  - by step (exclusive): {steps}"]
     return "\n".join(lines)
 
 
@@ -80,6 +82,7 @@ def profile_json(profile: Profile, count: int = 25) -> dict:
         "samples": profile.samples,
         "threads": {k: round(v, 4) for k, v in profile.threads.items()},
         "top_own_functions": {k: round(v, 4) for k, v in profile.top(count)},
+        "steps": {k: round(v, 4) for k, v in profile.steps.items()},
     }
 
 

@@ -124,3 +124,25 @@ def test_profile_shares_count_a_function_once_per_stack_and_keep_own_code(tmp_pa
         ("Gate.decide (middleware/gate.py)", 0.3),
         ("DecisionLog._run (middleware/decision_log.py)", 0.2),
     ]  # starlette/middleware/... is not ours
+
+
+def test_profile_steps_charge_each_sample_to_its_innermost_step_and_the_app_apart(tmp_path: Path) -> None:
+    serve = "thread (7): MainThread;run (asyncio/r.py:1);ProxyHeadersMiddleware.__call__ (uvicorn/p.py:6)"
+    call = f"{serve};ZeroTrustMiddleware.__call__ (middleware/asgi.py:121)"
+    folded = tmp_path / "run.folded"
+    folded.write_text(
+        f"{call};Gate.decide (middleware/gate.py:240);Gate._decide (middleware/gate.py:9);"
+        "Classifier.kind (middleware/graphql.py:1);Cache.get (cachetools/__init__.py:1) 4\n"
+        f"{call};Gate.decide (middleware/gate.py:240);Gate._record (middleware/gate.py:9) 2\n"
+        f"{call};normalise_scope (middleware/paths.py:85) 1\n"
+        f"{call};Starlette.__call__ (starlette/applications.py:96);graphql (sidecar/demo_app.py:40) 5\n"
+        f"{serve};Starlette.__call__ (starlette/applications.py:96) 3\n"
+        "thread (7): MainThread;run (asyncio/runners.py:1) 3\n"
+        "thread (9): decision-log:d.jsonl;DecisionLog._run (middleware/decision_log.py:9) 2\n"
+    )
+    steps = read_profile(folded).steps
+    assert steps == {
+        "the app": 0.4, "classifier": 0.2, "server, outside the middleware (uvicorn, event loop)": 0.15,
+        "gate bookkeeping (trace, ids, record)": 0.1, "decision-log writer thread": 0.1,
+        "path normalisation": 0.05,
+    }
