@@ -3,21 +3,9 @@
 import http from "node:http";
 import { readFileSync } from "node:fs";
 import { ApolloServer, HeaderMap } from "@apollo/server";
-import { ApolloGateway, IntrospectAndCompose, RemoteGraphQLDataSource } from "@apollo/gateway";
+import { composedGateway } from "./composed_gateway.js";
 
-class ForwardIdentity extends RemoteGraphQLDataSource {
-  willSendRequest({ request, context }) {
-    for (const [k, v] of Object.entries(context.headers || {})) {
-      if (k.startsWith("x-auth-") || k.startsWith("x-forwarded-")) request.http.headers.set(k, v);
-    }
-  }
-}
-
-const gateway = new ApolloGateway({
-  supergraphSdl: new IntrospectAndCompose({ subgraphs: [{ name: "accounts", url: process.env.SUBGRAPH_URL }] }),
-  buildService: ({ url }) => new ForwardIdentity({ url }),
-});
-const server = new ApolloServer({ gateway });
+const server = new ApolloServer({ gateway: composedGateway() });
 await server.start();
 const page = readFileSync(process.env.UI_PAGE);
 
