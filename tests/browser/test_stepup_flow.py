@@ -7,9 +7,10 @@ Two deployments (`stack`): the demo app in ZeroTrustMiddleware, and `ig-gate ser
 the Node Apollo Gateway (tests/apollo/gateway_ui.js, which also serves the page at /ui). The wrong-TOTP and
 CAEP tests run on the middleware only (the gateway has no subscriptions over WebSocket here).
 
-Geo: the app trusts 127.0.0.1 as a proxy (`geo.trusted_proxies`); the out-of-fence test adds the proxy's
-`X-Forwarded-For` to the page's API requests with Playwright route interception (no separate proxy
-process). Screenshots of every step go to the test's tmp dir (and to $IG_GATE_SCREENSHOTS when set).
+Geo: the gate trusts 127.0.0.1 as a proxy (`geo.trusted_proxies`); the out-of-fence test puts a real nginx
+in front of the deployment that reports the client at an Australian address in `X-Forwarded-For` (the
+browser itself is on loopback, which the test's database places in the US). Screenshots of every step go
+to the test's tmp dir (and to $IG_GATE_SCREENSHOTS when set).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jwt
@@ -36,6 +37,7 @@ from ig_gate.sidecar.oidc_provider import DEMO_USERS
 from tests.browser.test_chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.geo.mmdb import write_country_mmdb
 from tests.support.keys import KeyPair, make_keypair, write_jwks
+from tests.support.nginx import nginx_binary, nginx_config
 from tests.support.procs import free_port, running, wait_until
 from tests.support.sidecar import IG_GATE
 
@@ -83,6 +85,7 @@ class Demo:
     app_port: int
     proxy_port: int
     transmitter: KeyPair
+    fence_ports: dict[str, int]  # per deployment: an nginx in front that places the client in Australia
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +95,7 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
     devidp = prepare(directory, Path(__file__).parents[2] / "policies")
     (directory / "keys" / "mdm.key").write_bytes(devidp.device_key.private_pem)
     app_port, proxy_port, idp_port = free_port(), free_port(), free_port()
+    fence_ports = {"middleware": free_port(), "proxy": free_port()}
     idp = f"http://127.0.0.1:{idp_port}"
     transmitter = make_keypair("ES256", "ssf-1")
     ssf_jwks = write_jwks(work / "ssf-jwks.json", transmitter)
@@ -103,10 +107,11 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
         sys.executable, "-m", "ig_gate.sidecar.oidc_provider", "--port", str(idp_port),
         "--key", str(directory / "keys" / "idp.key"), "--kid", devidp.session_key.kid,
         "--mdm-key", str(directory / "keys" / "mdm.key"), "--mdm-kid", devidp.device_key.kid,
-        "--redirect-uri", f"http://127.0.0.1:{app_port}/ui", "--redirect-uri", f"http://127.0.0.1:{proxy_port}/ui",
     ]
+    for port in (app_port, proxy_port, *fence_ports.values()):
+        provider_argv += ["--redirect-uri", f"http://127.0.0.1:{port}/ui"]
     with running(provider_argv, port=idp_port, log=work / "idp.log"):
-        yield Demo(directory, text, idp, app_port, proxy_port, transmitter)
+        yield Demo(directory, text, idp, app_port, proxy_port, transmitter, fence_ports)
 
 
 @pytest.fixture(scope="module")
@@ -295,15 +300,31 @@ def test_jailbroken_device_gets_the_refusal_page_with_reasons_and_decision_id(pa
     shot("2-refused-jailbroken")
 
 
-def test_a_country_outside_the_tenants_fence_gets_the_refusal_page(page, stack, shot):
+@pytest.fixture
+def fenced(stack: Stack, demo: Demo, tmp_path: Path) -> Iterator[Stack]:
+    """The deployment behind nginx (a trusted proxy) that saw the client at an Australian address."""
+    port = demo.fence_ports[stack.name]
+    server = f"""
+        server {{
+            listen 127.0.0.1:{port};
+            location / {{
+                proxy_pass {stack.app};
+                proxy_set_header Host $http_host;
+                proxy_set_header X-Forwarded-For {FENCED_IP};
+            }}
+        }}"""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_config(tmp_path, server))
+    argv = [nginx_binary(), "-c", str(conf), "-p", str(tmp_path)]
+    with running(argv, port=port, log=tmp_path / "nginx.out"):
+        yield replace(stack, app=f"http://127.0.0.1:{port}")
+
+
+def test_a_country_outside_the_tenants_fence_gets_the_refusal_page(page, fenced, shot):
     # carol: a request from Australia also flags her later US requests as impossible travel
-    sign_in(page, stack, "carol", shot)
-    # as a trusted proxy in front of the app would: the client's address in X-Forwarded-For
-    page.route(f"{stack.app}{stack.endpoint}", lambda route: route.continue_(
-        headers={**route.request.headers, "x-forwarded-for": FENCED_IP}
-    ))
+    sign_in(page, fenced, "carol", shot)
     page.click("#run-query")
-    expect_refusal(page, stack, "geo_fenced")
+    expect_refusal(page, fenced, "geo_fenced")
     shot("2-refused-geo")
 
 
