@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # STAMP: the runtime alone (what `make demo` runs); DEV_STAMP: plus the [dev] extras (tests, lint, bench, fuzz)
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
-DEBS_TEST := docker-registry nginx chromium wrk redis-server prometheus faketime
+DEBS_TEST := docker-registry nginx chromium wrk redis-server prometheus faketime prometheus-alertmanager
 DEMO_PORT ?= 8080
 
 .PHONY: help venv venv-dev deps-debian deps-node demo test lint bench bench-micro fuzz clean
