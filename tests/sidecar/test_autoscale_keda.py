@@ -42,13 +42,15 @@ def until(check: Callable[[], Any], seconds: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def gauge(admin_url: str, name: str, **labels: str) -> float:
+def gauge(admin_url: str, name: str, default: float | None = None, **labels: str) -> float:
     """A sample's value from the admin listener's /metrics, parsed as Prometheus does."""
     text = httpx.get(f"{admin_url}/metrics", timeout=5).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
                 return sample.value
+    if default is not None:
+        return default
     raise AssertionError(f"{name}{labels} not exported")
 
 
@@ -80,8 +82,8 @@ def test_keda_metrics_api_reads_the_fleet_recommendation_from_any_process(
 
             def fleet_seen() -> tuple[float, float] | None:
                 replicas = keda_metrics_api(url.format(a.admin_port), location)
-                own = gauge(a.admin_url, "ig_gate_profile_rate", route="/graphql", tenant="acme",
-                            profile="read")
+                own = gauge(a.admin_url, "ig_gate_profile_rate", 0.0, route="/graphql", tenant="acme",
+                            profile="read")  # 0 until the first tick that saw a request
                 # a's own rate alone asks own/2 pods at 2 reads/s a pod; both processes' about twice that
                 return (replicas, own) if own > 3 and replicas >= 1.6 * own / 2 else None
 
