@@ -235,7 +235,7 @@ function watch() {
   };
   ws.onclose = (event) => {
     out.textContent += `\\nsubscription closed by the server: ${event.code}` +
-      (event.code === 4401 ? " (session no longer valid)" : event.code === 4403 ? " (refused)" : "");
+      ({4401: " (session ended or step-up required)", 4403: " (refused)"}[event.code] || "");
     out.dataset.closed = String(event.code);
   };
 }
