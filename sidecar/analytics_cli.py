@@ -19,6 +19,7 @@ from typing import Any
 
 import requests
 
+from ig_gate.errors import IgGateError
 from ig_gate.middleware.analytics import (
     OUTCOME_COLUMNS,
     WEEK,
@@ -41,7 +42,7 @@ CSV_COLUMNS = (
 )
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(IgGateError, RuntimeError):
     """Prometheus could not be reached or refused a query (the message names the URL or the query)."""
 
 
