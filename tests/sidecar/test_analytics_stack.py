@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -22,12 +23,15 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from prometheus_client import CollectorRegistry
 
-from ig_gate.middleware.analytics import cost_of
+from ig_gate.middleware.analytics import cost_of, export_cost_model
 from ig_gate.middleware.settings import CostSettings
+from ig_gate.sidecar.cli import main
 from tests.middleware.conftest import REPO, World
+from tests.sidecar.test_deploy import exported_series
 from tests.support import prometheus as prom
-from tests.support.procs import wait_until
+from tests.support.procs import free_port, wait_until
 from tests.support.sidecar import IG_GATE, serve_sidecar
 
 pytestmark = pytest.mark.skipif(
@@ -167,6 +171,17 @@ def test_every_analytics_recording_rule_returns_data_from_the_scraped_gate(stack
           f"p95 {stack.load['95%']} ms")
 
 
+def test_rules_and_panels_name_only_metrics_the_sidecar_declares() -> None:
+    """`or vector(0)` would hide a misspelt counter: every ig_gate_ name must be one the sidecar declares."""
+    registry = CollectorRegistry()
+    export_cost_model(registry, CostSettings())
+    declared = exported_series() | {family.name for family in registry.collect()}  # the price gauge
+    declared |= {name.removesuffix("_bucket") for name in declared}  # a histogram named in a comment
+    texts = [RULE_FILES[0].read_text(), *(p.read_text() for p in (DEPLOY / "grafana").glob("*.json"))]
+    used = {name for text in texts for name in re.findall(r"(?<![:\w])ig_gate_[a-z_]+", text)}
+    assert len(used) > 25 and used <= declared, sorted(used - declared)
+
+
 def dashboard_queries() -> list[tuple[str, str, str]]:
     queries = []
     for path in sorted((DEPLOY / "grafana").glob("*.json")):
@@ -303,3 +318,17 @@ def test_alertmanager_routes_tenant_anomalies_to_the_teams_webhooks(
     assert cs["receiver"] == "customer-success" and cs["alerts"][0]["labels"]["team"] == "cs"
     assert cs["alerts"][0]["labels"]["tenant"] == "acme" and cs["alerts"][0]["labels"]["direction"] == "drop"
     assert by_path["/hooks/platform"]["receiver"] == "platform-oncall"
+
+
+def test_report_refuses_a_bad_month_and_says_when_prometheus_cannot_be_reached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["analytics", "report", "--prometheus", f"http://127.0.0.1:{free_port()}", "--out", str(tmp_path)]
+    assert main([*base, "--month", "2026-13"]) == 2
+    assert capsys.readouterr().err == "ig-gate: --month: expected YYYY-MM, got '2026-13'\n"
+    assert main([*base, "--month", "2099-01"]) == 2
+    assert "2099-01 has not begun" in capsys.readouterr().err
+    assert main([*base, "--month", "2026-11"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ig-gate: cannot reach Prometheus at http://127.0.0.1:") and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())  # nothing half-written
