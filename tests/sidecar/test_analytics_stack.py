@@ -25,7 +25,7 @@ import requests
 import yaml
 from prometheus_client import CollectorRegistry
 
-from ig_gate.middleware.analytics import cost_of, export_cost_model
+from ig_gate.middleware.analytics import HOUR, WEEK, cost_of, export_cost_model
 from ig_gate.middleware.settings import CostSettings
 from ig_gate.sidecar.cli import main
 from tests.middleware.conftest import REPO, World
@@ -64,13 +64,16 @@ def history_rate(tenant: str, at: datetime) -> float:
     return rate
 
 
-def history(end: datetime) -> tuple[list[str], dict[tuple[str, str, str], float]]:
-    """OpenMetrics texts of the history up to `end`, one a day (promtool reads its whole input once per 2-hour
-    block: one file a day keeps that linear), and the decisions per (tenant, profile, outcome) in November
-    2026 (what the report must find)."""
+def history(now: datetime) -> tuple[list[str], dict[tuple[str, str, str], float]]:
+    """OpenMetrics texts of the history, one a day (promtool reads its whole input once per 2-hour block:
+    one file a day keeps that linear): November 2026 (the report's month) and the hours one to four weeks
+    before `now` (the same-hour-of-week baseline of the live rules), up to three hours before `now`; and the
+    decisions per (tenant, profile, outcome) in November 2026 (what the report must find)."""
+    nov, dec = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    windows = [(nov, dec + HOUR)] + [(now - k * WEEK - 2 * HOUR, now - k * WEEK + HOUR) for k in range(1, 5)]
+    end = now - 3 * HOUR
     days: dict[int, list[str]] = {}
     november: dict[tuple[str, str, str], float] = {}
-    nov, dec = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
     for tenant in BASE:
         for profile, outcome, reason, share in MIX:
             labels = (f'instance="backfill",job="ig-gate",outcome="{outcome}",profile="{profile}",'
@@ -80,8 +83,9 @@ def history(end: datetime) -> tuple[list[str], dict[tuple[str, str, str], float]
                 if at in (nov, dec):
                     key = (tenant, profile, outcome)
                     november[key] = total - november.get(key, 0.0)
-                line = f"ig_gate_decisions_total{{{labels}}} {total:.1f} {int(at.timestamp())}"
-                days.setdefault((at - HISTORY_START).days, []).append(line)
+                if any(start <= at <= stop for start, stop in windows):
+                    line = f"ig_gate_decisions_total{{{labels}}} {total:.1f} {int(at.timestamp())}"
+                    days.setdefault((at - HISTORY_START).days, []).append(line)
                 total += history_rate(tenant, at) * share * STEP.total_seconds()
                 at += STEP
     texts = ["\n".join(["# TYPE ig_gate_decisions counter", *lines, "# EOF", ""]) for lines in days.values()]
@@ -101,7 +105,7 @@ def stack(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     workdir = tmp_path_factory.mktemp("analytics")
     datadir = workdir / "tsdb"
     now = datetime.now(UTC)
-    texts, november = history(now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3))
+    texts, november = history(now.replace(minute=0, second=0, microsecond=0))
     prom.backfill(texts, datadir, workdir)
     settings = world.settings(
         metrics={"tenants": ["acme", "globex", "initech", "hooli"]},  # hooli: configured, never calls
