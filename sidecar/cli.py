@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ig_gate.bundles.cli_args import package_version
 from ig_gate.middleware.decision_log import log_files, verify_chain
-from ig_gate.sidecar.autoscale_cli import register_autoscale
 from ig_gate.sidecar.analytics_cli import register_analytics
+from ig_gate.sidecar.autoscale_cli import register_autoscale
 from ig_gate.sidecar.config_cli import register_config
 from ig_gate.sidecar.decisions_explain import register_explain
 from ig_gate.sidecar.dev_cli import register_dev
@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_decisions(subparsers)
     register_serve(subparsers)
     register_config(subparsers)
-    register_analytics(subparsers)
     register_autoscale(subparsers)
+    register_analytics(subparsers)
     register_dev(subparsers)
     return parser
 
