@@ -172,12 +172,14 @@ class MonthData:
 
     `decisions`: (tenant, profile, outcome) -> decisions in the month; `hourly`: tenant -> {hour: calls/s}
     from `weeks` weeks before the month to its end (the anomaly baseline); `subscription_minutes`:
-    tenant -> open-subscription minutes; `latency`: quantile -> seconds over the month (the whole fleet).
+    tenant -> open-subscription minutes; `ingest_mb`: tenant -> MB of ingest request bodies; `latency`:
+    quantile -> seconds over the month (the whole fleet).
     """
 
     decisions: Mapping[tuple[str, str, str], float]
     hourly: Mapping[str, Mapping[datetime, float]]
     subscription_minutes: Mapping[str, float]
+    ingest_mb: Mapping[str, float]
     latency: Mapping[str, float | None]
 
 
@@ -187,7 +189,7 @@ def build_report(
     """The monthly per-tenant report as a JSON-ready dict: one row per tenant seen or configured (a tenant
     without data gets a zero row with `has_data` false), the anomalous hours, the fleet latency."""
     names = sorted({t for t, _, _ in data.decisions} | set(data.hourly) | set(data.subscription_minutes)
-                   | set(tenants))
+                   | set(data.ingest_mb) | set(tenants))
     hours_in_month = max(1, math.ceil(month.seconds / 3600))
     rows, found = [], []
     for tenant in names:
@@ -198,7 +200,8 @@ def build_report(
         series = data.hourly.get(tenant, {})
         active = sorted(t for t, v in series.items() if month.start <= t <= month.end and v > 0)
         usage = {"reads": by_profile["read"], "writes": by_profile["write"],
-                 "subscription_minutes": data.subscription_minutes.get(tenant, 0.0)}
+                 "subscription_minutes": data.subscription_minutes.get(tenant, 0.0),
+                 "ingest_mb": data.ingest_mb.get(tenant, 0.0)}
         tenant_anomalies = anomalies(tenant, series, month.start, month.end)
         found += tenant_anomalies
         error_ratio = by_outcome["error"] / calls if calls else 0.0
@@ -211,6 +214,7 @@ def build_report(
             "error_ratio": error_ratio,
             "availability_budget_burn": error_ratio / AVAILABILITY_BUDGET,
             "subscription_minutes": round(usage["subscription_minutes"], 1),
+            "ingest_mb": round(usage["ingest_mb"], 3),
             "cost": round(cost_of(usage, cost), 4),
             "first_seen": active[0].isoformat() if active else None,
             "last_seen": active[-1].isoformat() if active else None,
@@ -230,7 +234,8 @@ def build_report(
         "tenants": rows,
         "anomalies": [a.as_dict() for a in found],
         "notes": [
-            "ingest is not priced: the gate does not count request bytes yet (per_ingest_mb unused)",
+            "ingest MB: Content-Length of decided requests (forward-auth sees a body only when the proxy "
+            "sends it, as Envoy's ext_authz with_request_body)",
             "latency is the whole fleet's: ig_gate_decision_seconds has no tenant label",
         ],
     }

@@ -48,6 +48,7 @@ from ig_gate.middleware.decision import (
 from ig_gate.middleware.decision_log import DecisionLog
 from ig_gate.middleware.device import DevicePosture
 from ig_gate.middleware.extract import (
+    CONTENT_LENGTH,
     CONTENT_TYPE,
     FORWARDED,
     PURPOSE,
@@ -112,6 +113,7 @@ class _Trace:
     result: Mapping[str, Any] | None = None
     revision: str | None = None
     answer: Answer | None = None  # decide_async: defer a remote memo miss, or the remote's answer
+    size: int = 0  # the request body's bytes (Content-Length), for ig_gate_request_bytes_total
 
 
 # (input key, verdict or None when the remote failed, input document): what decide_async awaited for an
@@ -322,6 +324,9 @@ class Gate:
         if type(headers) is not HeaderMap:  # the middleware passes one already
             headers = header_map(headers)
         get = headers.get
+        length = get(CONTENT_LENGTH)
+        if length is not None and length.isdigit():
+            trace.size = int(length)
         session = trace.session
         if session is None:
             session = self._session(headers, trace)
@@ -539,6 +544,7 @@ class Gate:
             session.tenant if session is not None else None,
             profile,
             seconds,
+            trace.size,
         )
         note = DECISION_NOTE.get()  # the sidecar's access log quotes the decision id (None: log off)
         if note is not None:

@@ -163,6 +163,9 @@ class GateMetrics:
         self._decision_seconds = _DecisionHistogram(
             PREFIX + "decision_seconds", "Time to decide one request.", buckets=DECISION_BUCKETS, registry=reg
         )
+        self._request_bytes = counter(
+            "request_bytes", "Request body bytes (Content-Length) of decided requests.", ("tenant", "profile")
+        )
         self._memo = counter("memo_lookups", "Decision memo lookups.", ("result",))
         self._jwks = counter("jwks_refresh", "JWKS refreshes.", ("result",))
         self._geo_anomalies = counter("geo_anomalies", "Impossible-travel anomalies.", ("tenant",))
@@ -203,6 +206,7 @@ class GateMetrics:
         self._bind_device_refused = _child_cache(self._device_refused)
         self._bind_bundle_event = _child_cache(self._bundle_events)
         self._bind_role = _child_cache(self._by_role)
+        self._bind_bytes = _child_cache(self._request_bytes)
 
     # -- label bounding ---------------------------------------------------------------------------
 
@@ -217,11 +221,17 @@ class GateMetrics:
     # -- the request path -------------------------------------------------------------------------
 
     def observe_decision(
-        self, outcome: str, reason: str | None, tenant: str | None, profile: str, seconds: float
+        self,
+        outcome: str,
+        reason: str | None,
+        tenant: str | None,
+        profile: str,
+        seconds: float,
+        size: int = 0,
     ) -> None:
-        """Count one decision and observe its duration (applied by the next flush)."""
+        """Count one decision, observe its duration, add its body bytes (applied by the next flush)."""
         pending = self._pending
-        pending.append((outcome, reason, tenant, profile, seconds))
+        pending.append((outcome, reason, tenant, profile, seconds, size))
         if len(pending) >= self._batch:
             self.flush()
 
@@ -236,6 +246,7 @@ class GateMetrics:
         """Apply the records pending so far to the prometheus metrics (any thread; also on collection)."""
         pending = self._pending
         decisions: dict[tuple[Any, ...], int] = {}
+        sizes: dict[tuple[Any, ...], int] = {}  # (tenant, profile) -> body bytes
         seconds: list[float] = []
         hits = misses = 0
         for _ in range(len(pending)):
@@ -251,6 +262,9 @@ class GateMetrics:
                 key = record[:4]
                 decisions[key] = decisions.get(key, 0) + 1
                 seconds.append(record[4])
+                if record[5]:
+                    labels = key[2:]
+                    sizes[labels] = sizes.get(labels, 0) + record[5]
         for key, count in decisions.items():
             try:
                 increment = self._decision_incs[key]
@@ -259,6 +273,8 @@ class GateMetrics:
             increment(count)
         if seconds:
             self._decision_seconds.observe_many(seconds)
+        for (tenant, profile), size in sizes.items():
+            self._bind_bytes(self._tenants.get(tenant, OTHER), self._profiles.get(profile, OTHER)).inc(size)
         if hits:
             self._bind_memo("hit").inc(hits)
         if misses:

@@ -38,7 +38,7 @@ QUANTILES = ("0.5", "0.95", "0.99")
 CSV_COLUMNS = (
     "tenant", "has_data", "calls", "read_calls", "write_calls", "subscription_calls", "ingest_calls",
     *OUTCOME_COLUMNS, "error_ratio", "availability_budget_burn",
-    "subscription_minutes", "cost", "first_seen", "last_seen", "coverage", "anomalies",
+    "subscription_minutes", "ingest_mb", "cost", "first_seen", "last_seen", "coverage", "anomalies",
 )
 
 
@@ -91,10 +91,13 @@ def fetch_month(prometheus: Prometheus, month: Month) -> MonthData:
         tuple(r["metric"].get(label, "") for label in by): float(r["value"][1])
         for r in instant(f"sum by ({', '.join(by)}) (increase(ig_gate_decisions_total[{window}] @ {end}))")
     }
-    minutes = {
-        r["metric"].get("tenant", ""): float(r["value"][1])
-        for r in instant(f"sum by (tenant) (sum_over_time(ig_gate_subscriptions_open[{window}:1m] @ {end}))")
-    }
+
+    def per_tenant(expr: str, scale: float = 1.0) -> dict[str, float]:
+        return {r["metric"].get("tenant", ""): float(r["value"][1]) * scale for r in instant(expr)}
+
+    minutes = per_tenant(f"sum by (tenant) (sum_over_time(ig_gate_subscriptions_open[{window}:1m] @ {end}))")
+    ingest = per_tenant('sum by (tenant) (increase(ig_gate_request_bytes_total{profile="ingest"}'
+                        f"[{window}] @ {end}))", 1e-6)
     latency: dict[str, float | None] = {}
     for q in QUANTILES:
         result = instant(f"histogram_quantile({q}, sum by (le) "
@@ -108,7 +111,7 @@ def fetch_month(prometheus: Prometheus, month: Month) -> MonthData:
         hourly[r["metric"].get("tenant", "")] = {
             datetime.fromtimestamp(float(t), UTC): float(v) for t, v in r["values"]
         }
-    return MonthData(decisions, hourly, minutes, latency)
+    return MonthData(decisions, hourly, minutes, ingest, latency)
 
 
 def write_report(report: dict[str, Any], data: MonthData, month: Month, out: Path) -> list[Path]:

@@ -20,6 +20,7 @@ from ig_gate.middleware.analytics import (
     month_window,
     rolling_z,
 )
+from ig_gate.middleware.metrics import GateMetrics
 from ig_gate.middleware.settings import CostSettings
 from tests.middleware.conftest import REPO
 
@@ -100,3 +101,15 @@ def test_analytics_rules_pass_promtool_check_and_their_unit_tests(tests: str) ->
     for argv in (["check", "rules", "prometheus-analytics-rules.yaml"], ["test", "rules", tests]):
         done = subprocess.run([promtool, *argv], cwd=DEPLOY, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_request_bytes_are_counted_per_tenant_and_profile_for_the_ingest_price() -> None:
+    metrics = GateMetrics(tenants=("acme",))
+    metrics.observe_decision("allow", "ok", "acme", "ingest", 1e-5, 4096)
+    metrics.observe_decision("allow", "ok", "acme", "ingest", 1e-5, 1024)
+    metrics.observe_decision("allow", "ok", "umbrella", "ingest", 1e-5, 10)  # unconfigured: "other"
+    metrics.observe_decision("allow", "ok", "acme", "read", 1e-5)  # no body: no series
+    value = metrics.registry.get_sample_value
+    assert value("ig_gate_request_bytes_total", {"tenant": "acme", "profile": "ingest"}) == 5120
+    assert value("ig_gate_request_bytes_total", {"tenant": "other", "profile": "ingest"}) == 10
+    assert value("ig_gate_request_bytes_total", {"tenant": "acme", "profile": "read"}) is None

@@ -1,6 +1,6 @@
 """Locust load for tests/sidecar/test_analytics_stack.py: forward-auth calls (nginx auth_request style) of
 several tenants and profiles. IG_GATE_LOCUST (JSON) gives per tenant its bearer token and a managed-device
-attestation, plus a high-risk token (denied)."""
+attestation, a high-risk token (denied) and the CSV body of the ingest calls."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ SETUP = json.loads(os.environ.get("IG_GATE_LOCUST", '{"tenants": {}, "risky": ""
 TENANTS = sorted(SETUP["tenants"])
 WEIGHTS = [SETUP["tenants"][t]["weight"] for t in TENANTS]
 READ_URI = "/graphql?query=%7Bme%7Bid%7D%7D"
+CSV = SETUP.get("csv", "").encode()
 
 
 def _caller() -> dict[str, str]:
@@ -40,10 +41,11 @@ class Caller(FastHttpUser):
         self._authz("write", {**_caller(), "x-original-uri": "/api/items", "x-original-method": "POST"})
 
     @task(1)
-    def ingest(self) -> None:
-        headers = {**_caller(), "x-original-uri": "/api/import", "x-original-method": "POST",
-                   "content-type": "text/csv"}
-        self._authz("ingest", headers)
+    def ingest(self) -> None:  # Envoy ext_authz style: the original path after /authz, the body sent along
+        headers = {**_caller(), "content-type": "text/csv"}
+        with self.client.post("/authz/api/import", data=CSV, headers=headers, name="ingest",
+                              catch_response=True) as response:
+            response.success()
 
     @task(1)
     def denied(self) -> None:

@@ -49,6 +49,7 @@ SURGE = (datetime(2026, 11, 18, 10, tzinfo=UTC), datetime(2026, 11, 18, 12, tzin
 # (profile, outcome, reason, share)
 MIX = (("read", "allow", "ok", 0.72), ("write", "allow", "ok", 0.2), ("read", "deny", "risk_high", 0.07),
        ("read", "error", "no_bundle", 0.01))
+CSV = "id,name,amount\n" + "".join(f"{i},item-{i},{i}.50\n" for i in range(200))  # locust's ingest body
 COST = {"currency": "EUR", "per_1k_reads": 0.02, "per_1k_writes": 0.1, "per_subscription_minute": 0.0001,
         "per_ingest_mb": 0.05}
 
@@ -129,7 +130,7 @@ def run_locust(world: World, url: str, workdir: Path) -> dict[str, Any]:
     tenants = {name: {"token": world.token(tenant=name, sub=f"user-{name}"), "weight": weight,
                       "attestation": world.attestation("managed", sub=f"user-{name}")}
                for name, weight in (("acme", 5), ("globex", 3), ("initech", 4), ("umbrella", 1))}
-    setup = {"tenants": tenants, "risky": world.token(risk="high", tenant="globex")}
+    setup = {"tenants": tenants, "risky": world.token(risk="high", tenant="globex"), "csv": CSV}
     argv = [str(LOCUST), "-f", str(REPO / "tests/sidecar/locust_tenants.py"), "--headless", "-u", "12",
             "-r", "12", "-t", "12s", "--host", url, "--only-summary", "--csv", str(workdir / "locust"),
             "--stop-timeout", "1"]
@@ -257,6 +258,10 @@ def test_monthly_report_for_the_current_month_is_partial_with_the_load(stack: St
     assert data["partial"] is True and data["end"] <= datetime.now(UTC).isoformat()
     rows = {row["tenant"]: row for row in data["tenants"]}
     assert rows["other"]["calls"] > 0 and rows["initech"]["too_many_requests"] > 0  # umbrella; initech's 429s
+    ingested = sum(r["ingest_mb"] for r in data["tenants"])  # locust's ingest calls send a 3.6 kB CSV body
+    assert ingested > 0 and rows["acme"]["ingest_calls"] > 0
+    calls = sum(r["ingest_calls"] for r in data["tenants"])
+    assert ingested == pytest.approx(calls * len(CSV) / 1e6, rel=0.1)
     assert data["fleet"]["decision_seconds"]["0.95"] is not None
 
 
