@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import ipaddress
 import itertools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ from ig_gate.middleware.config_engine import (
 from ig_gate.middleware.paths import ExcludedPathError, parse_excluded
 
 ENV_PREFIX = "IG_GATE_"
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")  # as bundles/pin.py normalises a pinned digest
 
 # The schema's building blocks. A setting is `name: Annotated[type, Meta(description=...)] = default`
 # (msgspec checks the types, `Literal` choices and `Meta` ranges; a section's `__post_init__` checks the
@@ -139,6 +142,9 @@ class BundleSettings:
             except InvalidSpecifier:
                 spec = self.require_version
                 raise ConfigError(f"require_version: not a PEP 440 specifier: {spec!r}") from None
+        for i, digest in enumerate(self.require_digests):
+            if not _DIGEST.match(digest.strip().lower()):
+                raise ConfigError(f"require_digests[{i}]: expected sha256:<64 hex digits>, got {digest!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +277,13 @@ class GeoSettings:
     anomaly_window_s: Annotated[
         Seconds, Meta(description="Two countries for one subject within this many seconds: an anomaly.")
     ] = 3600.0
+
+    def __post_init__(self) -> None:
+        for i, cidr in enumerate(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(cidr.strip())
+            except ValueError as exc:
+                raise ConfigError(f"trusted_proxies[{i}]: not a network in CIDR notation ({exc})") from None
 
 
 @dataclass(frozen=True, slots=True)

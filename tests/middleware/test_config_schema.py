@@ -224,3 +224,18 @@ def test_a_bad_value_under_a_mapping_key_points_at_its_line_and_column(tmp_path:
     with pytest.raises(ConfigError) as caught:
         load_settings(config, env={})
     assert str(caught.value) == f"{config}:5:22: tenants.globex.max_qps.write: must be >= 1.0, got 0"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"geo": {"trusted_proxies": ["10.0.0.0/8", "10.0.0.1/8"]}},
+         "geo.trusted_proxies[1]: not a network in CIDR notation (10.0.0.1/8 has host bits set)"),
+        ({"bundle": {"require_digests": ["sha256:abc"]}},
+         "bundle.require_digests[0]: expected sha256:<64 hex digits>, got 'sha256:abc'"),
+    ],
+)
+def test_networks_and_pinned_digests_are_checked_when_loaded(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_dict(raw)
+    assert str(caught.value) == message
