@@ -14,6 +14,7 @@ from ig_gate.middleware.asgi import ZeroTrustMiddleware
 from ig_gate.middleware.caps import TenantCaps
 from ig_gate.middleware.settings import TenantSettings
 from tests.middleware.conftest import World, call_asgi, demo_app, query
+from tests.support.procs import free_port
 from tests.support.redis_server import redis_server
 
 pytestmark = pytest.mark.anyio
@@ -105,3 +106,15 @@ def test_caps_are_shared_through_redis_across_processes(tmp_path: Path) -> None:
         # local buckets alone would admit ~2 x 50/s; shared, about 50/s plus the stated bound
         assert admitted <= 50 * (elapsed + 1) * (1 + 0.25) + 2 * 50
         assert admitted < 2 * 50 * elapsed
+
+
+def test_caps_keep_enforcing_locally_when_redis_is_unreachable() -> None:
+    """Fail safe: a sync that cannot reach Redis keeps the local bucket (never more than the local cap)."""
+    tenants = {"acme": TenantSettings(max_qps={"read": 10})}
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    caps = TenantCaps(tenants, client)
+    caps.sync()
+    assert caps.synced is False
+    admitted = sum(caps.take("acme", "read") for _ in range(50))
+    assert 10 <= admitted <= 12  # the one-second burst, then refused
+    assert caps.refused[("acme", "read")] == 50 - admitted
