@@ -21,7 +21,7 @@ import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +179,10 @@ class Code:
 
 
 class Provider:
-    """The provider's state: signing keys, clients, issued codes (in memory), and the Flask app."""
+    """The provider's state: signing keys, clients, issued codes (in memory), and the Flask app.
+
+    `clock` is the login sessions' clock: the `auth_time` of a sign-in or second factor, and the session
+    age that `max_age` is compared with (a test moves it to age a session without waiting)."""
 
     def __init__(
         self,
@@ -189,6 +192,7 @@ class Provider:
         redirect_uris: tuple[str, ...],
         audience: str = DEFAULT_AUDIENCE,
         client_id: str = "ig-gate-demo",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.session_key = session_key
@@ -196,6 +200,7 @@ class Provider:
         self.audience = audience
         self.client = PublicClient(client_id, redirect_uris)
         self.codes: dict[str, Code] = {}
+        self.clock = clock
         self.private_jwks = KeySet([
             ECKey.import_key(session_key.private_pem, {"kid": session_key.kid, "alg": "ES256", "use": "sig"})
         ])
@@ -317,7 +322,7 @@ class Provider:
             payload = grant.request.payload
             max_age = payload.data.get("max_age")
             stale = login is not None and max_age is not None and max_age.isdigit() and \
-                time.time() - login.auth_time > int(max_age)
+                self.clock() - login.auth_time > int(max_age)
             if login is None or stale or payload.data.get("prompt") == "login":
                 return redirect("/login?" + urllib.parse.urlencode({"next": _without_prompt(request.url)}))
             if "mfa" in str(payload.data.get("acr_values") or "").split() and login.acr != "mfa":
@@ -333,7 +338,7 @@ class Provider:
                 if user is None or not secrets.compare_digest(user.password, password):
                     error = "Unknown user or wrong password"
                     return render_template_string(LOGIN, next=target, error=error), 401
-                login = Authenticated(user, int(time.time()), ["pwd"], secrets.token_urlsafe(12))
+                login = Authenticated(user, int(self.clock()), ["pwd"], secrets.token_urlsafe(12))
                 session["login"] = login.to_session()
                 return redirect(target)
             return render_template_string(LOGIN, next=target, error=None)
@@ -349,7 +354,7 @@ class Provider:
                     return render_template_string(MFA, next=target, user=login.user.name,
                                                   error="Wrong code"), 401
                 # a new authentication event: stronger and now
-                session["login"] = {**login.to_session(), "auth_time": int(time.time()),
+                session["login"] = {**login.to_session(), "auth_time": int(self.clock()),
                                     "amr": ["pwd", "otp", "mfa"]}
                 return redirect(target)
             return render_template_string(MFA, next=target, user=login.user.name, error=None)

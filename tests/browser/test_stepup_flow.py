@@ -1,11 +1,13 @@
 """A person in Debian's Chromium signs in at the demo's real OpenID provider (Authlib: code flow + PKCE,
 login page, TOTP second factor) and uses the demo page: allowed, stepped up (RFC 9470 challenge -> provider
 with acr_values/max_age -> TOTP -> back -> retried), refused (403 page with reason codes and the decision
-id), and cut off by a CAEP session-revoked event while the page is open.
+id), cut off by a CAEP session-revoked event while the page is open, and sent back to the login page when
+the provider session is older than the challenge's max_age.
 
-Two deployments (`stack`): the demo app in ZeroTrustMiddleware, and `ig-gate serve --upstream` in front of
-the Node Apollo Gateway (tests/apollo/gateway_ui.js, which also serves the page at /ui). The wrong-TOTP and
-CAEP tests run on the middleware only (the gateway has no subscriptions over WebSocket here).
+Two deployments (`stack`), every flow in each: the demo app in ZeroTrustMiddleware, and `ig-gate serve
+--upstream` in front of the Node Apollo Gateway (tests/apollo/gateway_ui.js, which also serves the page at
+/ui and the page's subscription over WebSocket at /graphql/ws; both GraphQL paths are decided, frames too).
+The provider runs in the test process so its login-session clock can age a session without waiting.
 
 Geo: the gate trusts 127.0.0.1 as a proxy (`geo.trusted_proxies`); the out-of-fence test puts a real nginx
 in front of the deployment that reports the client at an Australian address in `X-Forwarded-For` (the
@@ -30,10 +32,11 @@ import jwt
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from ig_gate.middleware.settings import StepUpSettings
 from ig_gate.middleware.ssf import CAEP
 from ig_gate.sidecar.demo import prepare
 from ig_gate.sidecar.demo_page import render
-from ig_gate.sidecar.oidc_provider import DEMO_USERS
+from ig_gate.sidecar.oidc_provider import DEMO_USERS, Provider, serving
 from tests.browser.test_chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.geo.mmdb import write_country_mmdb
 from tests.support.keys import KeyPair, make_keypair, write_jwks
@@ -49,6 +52,7 @@ uvicorn.run(ZeroTrustMiddleware(create_app(oidc_issuer=sys.argv[3]), config=sys.
             port=int(sys.argv[2]), log_level="warning", proxy_headers=False)
 """
 SSF_ISSUER, SSF_AUDIENCE = "https://idp.example.test/ssf", "https://gate.example.test/ssf"
+MAX_AGE = StepUpSettings().max_age  # the demo config's step-up max_age (the challenge's max_age)
 FENCED_IP = "1.1.1.1"  # AU in this test's database: outside tenant acme's fence (US, DE)
 APOLLO = Path(__file__).resolve().parents[1] / "apollo"
 APOLLO_OPERATIONS = {
@@ -75,6 +79,16 @@ class Stack:
     decisions: Path
 
 
+@dataclass
+class ProviderClock:
+    """The provider's login-session clock: real time plus an offset a test sets (0 otherwise)."""
+
+    offset: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
 @dataclass(frozen=True)
 class Demo:
     """`make demo`'s files with the test's geo database and SET transmitter, and the provider serving."""
@@ -86,6 +100,7 @@ class Demo:
     proxy_port: int
     transmitter: KeyPair
     fence_ports: dict[str, int]  # per deployment: an nginx in front that places the client in Australia
+    clock: ProviderClock
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +108,6 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
     work = tmp_path_factory.mktemp("stepup")
     directory = work / "demo"
     devidp = prepare(directory, Path(__file__).parents[2] / "policies")
-    (directory / "keys" / "mdm.key").write_bytes(devidp.device_key.private_pem)
     app_port, proxy_port, idp_port = free_port(), free_port(), free_port()
     fence_ports = {"middleware": free_port(), "proxy": free_port()}
     idp = f"http://127.0.0.1:{idp_port}"
@@ -103,15 +117,12 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
     text = (directory / "ig-gate.yaml").read_text().replace("database: null", f"database: {mmdb}")
     text = text.replace(f"issuer: {devidp.issuer}", f"issuer: {idp}")  # trust the provider: its key, its iss
     text += f"ssf:\n  transmitter_jwks: {ssf_jwks}\n  issuer: {SSF_ISSUER}\n  audience: {SSF_AUDIENCE}\n"
-    provider_argv = [
-        sys.executable, "-m", "ig_gate.sidecar.oidc_provider", "--port", str(idp_port),
-        "--key", str(directory / "keys" / "idp.key"), "--kid", devidp.session_key.kid,
-        "--mdm-key", str(directory / "keys" / "mdm.key"), "--mdm-kid", devidp.device_key.kid,
-    ]
-    for port in (app_port, proxy_port, *fence_ports.values()):
-        provider_argv += ["--redirect-uri", f"http://127.0.0.1:{port}/ui"]
-    with running(provider_argv, port=idp_port, log=work / "idp.log"):
-        yield Demo(directory, text, idp, app_port, proxy_port, transmitter, fence_ports)
+    ports = (app_port, proxy_port, *fence_ports.values())
+    redirect_uris = tuple(f"http://127.0.0.1:{port}/ui" for port in ports)
+    clock = ProviderClock()
+    provider = Provider(idp, devidp.session_key, devidp.device_key, redirect_uris, clock=clock)
+    with serving(provider, "127.0.0.1", idp_port):
+        yield Demo(directory, text, idp, app_port, proxy_port, transmitter, fence_ports, clock)
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +140,12 @@ def middleware_stack(demo: Demo) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def proxy_stack(demo: Demo) -> Iterator[Stack]:
-    """subgraph -> Apollo Gateway (Node, also serving the page at /ui) -> `ig-gate serve --upstream`,
-    GraphQL at /."""
+    """subgraph -> Apollo Gateway (Node, also serving the page at /ui and subscriptions at /graphql/ws) ->
+    `ig-gate serve --upstream` (with the same ssf.* as the middleware), GraphQL at /."""
     if shutil.which("node") is None or not (APOLLO / "node_modules").is_dir():
         pytest.skip("needs node and tests/apollo/node_modules (`make test` runs npm install there)")
     config = demo.dir / "proxy.yaml"
-    config.write_text(demo.config.replace("paths: [/graphql, /graphql/ws]", "paths: [/]")
+    config.write_text(demo.config.replace("paths: [/graphql, /graphql/ws]", "paths: [/, /graphql/ws]")
                       .replace("path: decisions.jsonl", "path: proxy-decisions.jsonl"))
     page = demo.dir / "ui.html"  # the gateway serves the page at /ui (excluded from the gate, as in the demo)
     page.write_text(render(demo.idp, "ig-gate-demo", endpoint="/", operations=APOLLO_OPERATIONS))
@@ -207,13 +218,18 @@ def sign_in(page: Page, stack: Stack, user: str, shot) -> None:
     assert page.url == f"{stack.app}/ui"  # the code and state are gone from the address bar
 
 
+def logged(stack: Stack) -> list[dict]:
+    """The deployment's decision log so far."""
+    lines = stack.decisions.read_text().splitlines() if stack.decisions.exists() else []
+    return [json.loads(line) for line in lines]
+
+
 def logged_decision(stack: Stack, decision_id: str) -> dict:
     """The decision-log record of decision_id (the log writer is asynchronous: poll)."""
     found: dict = {}
 
     def present() -> bool:
-        for line in stack.decisions.read_text().splitlines() if stack.decisions.exists() else []:
-            record = json.loads(line)
+        for record in logged(stack):
             if decision_id in (record.get("decision_id"), record.get("id")):
                 found.update(record)
                 return True
@@ -221,6 +237,22 @@ def logged_decision(stack: Stack, decision_id: str) -> dict:
 
     wait_until(present, 10, f"decision {decision_id} in the log")
     return found
+
+
+def wait_for_subscription_decisions(stack: Stack, subject: str, count: int) -> None:
+    """Poll until the log holds `count` allowed subscription decisions of subject on the page's socket path
+    (the connect, then each operation frame: the gate decides them on a GraphQL path only)."""
+
+    def decided() -> bool:
+        requests = [(r["input"]["request"], r["input"].get("session") or {}) for r in logged(stack)
+                    if r.get("outcome") == "allow"]
+        return sum(
+            request.get("path") == "/graphql/ws" and request.get("operation_type") == "subscription"
+            and session.get("subject") == subject
+            for request, session in requests
+        ) >= count
+
+    wait_until(decided, 10, f"{count} subscription decisions of {subject} in the log")
 
 
 def mutated(stack: Stack, page: Page) -> bool:
@@ -268,7 +300,7 @@ def test_medium_risk_user_steps_up_with_totp_and_the_mutation_is_retried_with_th
 
     page.click("#run-mutation")
     page.wait_for_url(f"{stack.idp}/mfa**")  # the provider asks for the second factor, not the password
-    assert "acr_values=mfa" in authorize_urls[-1] and "max_age=300" in authorize_urls[-1]
+    assert "acr_values=mfa" in authorize_urls[-1] and f"max_age={MAX_AGE}" in authorize_urls[-1]
     expect(page.locator("h1")).to_have_text("Second factor")
     shot("2-second-factor")
     page.fill("#code", DEMO_USERS["bob"].totp().now())
@@ -280,8 +312,7 @@ def test_medium_risk_user_steps_up_with_totp_and_the_mutation_is_retried_with_th
     shot("3-mutation-after-step-up")
 
 
-def test_a_wrong_totp_code_is_refused_by_the_provider(page, middleware_stack, shot):
-    stack = middleware_stack
+def test_a_wrong_totp_code_is_refused_by_the_provider(page, stack, shot):
     sign_in(page, stack, "bob", shot)
     page.click("#run-mutation")
     page.wait_for_url(f"{stack.idp}/mfa**")
@@ -289,6 +320,37 @@ def test_a_wrong_totp_code_is_refused_by_the_provider(page, middleware_stack, sh
     page.click("#verify")
     expect(page.locator("#error")).to_have_text("Wrong code")
     assert page.url.startswith(f"{stack.idp}/mfa")
+    shot("2-wrong-code")
+
+
+def test_a_provider_session_older_than_the_challenges_max_age_asks_for_the_password_again(
+    page, stack, demo, shot
+):
+    authorize_urls: list[str] = []
+    page.on("request", lambda r: authorize_urls.append(r.url) if "/authorize?" in r.url else None)
+    sign_in(page, stack, "bob", shot)
+    first_sid = page.get_attribute("#who", "data-sid")
+
+    demo.clock.offset = MAX_AGE + 1  # bob's provider session is now older than the challenge's max_age
+    try:
+        page.click("#run-mutation")
+        page.wait_for_url(f"{stack.idp}/login**")  # the password again, not straight to the second factor
+    finally:
+        demo.clock.offset = 0
+    assert "acr_values=mfa" in authorize_urls[-1] and f"max_age={MAX_AGE}" in authorize_urls[-1]
+    shot("2-login-again")
+    page.fill("#username", "bob")
+    page.fill("#password", DEMO_USERS["bob"].password)
+    page.click("#login")
+    page.wait_for_url(f"{stack.idp}/mfa**")
+    page.fill("#code", DEMO_USERS["bob"].totp().now())
+    page.click("#verify")
+
+    expect(page.locator("#status")).to_have_text("The mutation succeeded")
+    expect(page.locator("#who")).to_have_attribute("data-acr", "mfa")
+    assert page.get_attribute("#who", "data-sid") != first_sid  # a new sign-in, not the old session's
+    assert mutated(stack, page)
+    shot("3-mutation-after-login-again")
 
 
 def test_jailbroken_device_gets_the_refusal_page_with_reasons_and_decision_id(page, stack, shot):
@@ -328,14 +390,12 @@ def test_a_country_outside_the_tenants_fence_gets_the_refusal_page(page, fenced,
     shot("2-refused-geo")
 
 
-def test_caep_session_revoked_closes_the_open_subscription_and_refuses_the_next_action(
-    page, middleware_stack, shot
-):
-    stack = middleware_stack
+def test_caep_session_revoked_closes_the_open_subscription_and_refuses_the_next_action(page, stack, shot):
     sign_in(page, stack, "alice", shot)
     page.click("#watch")
     expect(page.locator("#subscription")).to_have_attribute("data-open", "1")
     expect(page.locator("#subscription")).to_contain_text('"subject":"alice"')
+    wait_for_subscription_decisions(stack, "alice", 2)  # the connect and the subscribe frame
     page.click("#run-query")
     expect(page.locator("#status")).to_have_text("The query succeeded")
 
