@@ -29,6 +29,7 @@ STEPS = (
     ("signals (IP, geo, device, travel)",
      ("ClientIPResolver.", "GeoReader.", "DevicePosture.", "TravelAnomalyDetector.")),
     ("memo / policy", ("Gate._verdict ", "DecisionMemo.")),
+    ("tenant caps (admit)", ("Workload.admit ",)),
     ("gate bookkeeping (trace, ids, record)", ("Gate.", "DecisionIds.", "_identity ")),
     ("body read and replay", ("read_body ", "_replay")),
     ("middleware ASGI wrapping", ("ZeroTrustMiddleware.", "_set_identity ")),
