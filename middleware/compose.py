@@ -317,6 +317,7 @@ def build_gate(
             metrics.decision_log_dropped,
             metrics.decision_log_written,
             autostart=False,  # Gate.start() starts the writer
+            writer=log_settings.writer,
         )
     return Gate(
         settings,

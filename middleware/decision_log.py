@@ -2,11 +2,12 @@
 
 `DecisionLog.append()` (and `append_decision()`, the gate's entry without a dict) only
 puts the entry on a bounded deque (a full queue drops the entry and counts it; ~0.3 µs,
-where `queue.Queue.put_nowait` costs 1-7 µs against a busy writer thread); a daemon
-thread serialises (orjson), redacts, chains and writes, ~5 µs a line: the parts of a
-line are encoded one by one, and a dict or list logged again (the gate's memoized input
-documents and policy results) is encoded and checked for secrets once. Each line is one
-JSON object:
+where `queue.Queue.put_nowait` costs 1-7 µs against a busy writer thread). The writer (ChainWriter)
+serialises (orjson), redacts, chains and writes, ~5-12 µs a line, either in a child process fed compact
+tuples by a thread of this process (`writer="process"`, the default: decision_log_process.py) or in a
+daemon thread of this process (`writer="thread"`). The parts of a line are encoded one by one,
+and a dict or list logged again (the gate's memoized input documents and policy results) is encoded
+and checked for secrets once. Each line is one JSON object:
 
     {"decision_id", "path", "input", "result", "bundles": {"ig": {"revision"}} (the entry's
      "bundles", else built from its "revision"), "timestamp" (RFC 3339, UTC; the entry's
@@ -79,6 +80,8 @@ _SUFFIX_LEN = 81  # len(',"entry_hash":"') + 64 + len('"}')
 MAX_WRITERS = 1024  # slots tried before giving up (a bound, not an expected number of workers)
 WAKE_AT = 64  # queued entries that wake the writer at once
 POLL_S = 0.05  # the writer's look at the queue when nobody woke it
+WRITERS = ("process", "thread")  # where lines are encoded and written: DecisionLog `writer`
+DEFAULT_WRITER = "process"
 _KNOWN_KEYS = frozenset({
     "decision_id", "path", "input", "result", "bundles", "revision", "timestamp", "labels",
     "prev_hash", "entry_hash",
@@ -264,126 +267,30 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class DecisionLog:
-    """Append decisions without blocking; a background thread writes the chained JSON lines.
+class ChainWriter:
+    """Encodes, redacts, chains and writes lines to one open log file (the writer thread's or the writer
+    process's part; see DecisionLog)."""
 
-    `base` is the configured path; `path` is the file this log writes, its first free writer slot (the
-    module docstring: one file, one chain per writer).
-
-    `on_drop()` is called once per dropped entry and `on_write(n)` after each written batch
-    (both on any thread; GateMetrics.decision_log_dropped / decision_log_written fit).
-    The writer is woken once `WAKE_AT` entries are queued and otherwise looks every `POLL_S`
-    (so an entry reaches the file within about POLL_S, and a busy server wakes it once per
-    WAKE_AT entries instead of once per entry); it writes at most `max_batch` lines at a time
-    and lets the serving threads have the GIL in between. It flushes whenever the queue runs
-    empty, at the latest every `flush_interval_s` while busy, and on close() (which also fsyncs).
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        queue_size: int = 10_000,
-        on_drop: Callable[[], None] | None = None,
-        on_write: Callable[[int], None] | None = None,
-        *,
-        labels: Mapping[str, str] | None = None,
-        flush_interval_s: float = 1.0,
-        max_batch: int = 32,  # the longest the writer keeps the GIL from a request: ~32 lines (~0.2 ms)
-        autostart: bool = True,  # False: the writer thread starts with start() (or flush/close)
-    ) -> None:
-        self.path = Path(path)
-        # (time, entry), (time, *append_decision arguments) and _Barrier markers
-        self._pending: deque[Any] = deque()
-        self._queue_size = queue_size
-        self._wake = threading.Event()
-        self._on_drop = on_drop
-        self._on_write = on_write
-        self._labels = {"app": "ig-gate", "id": str(uuid.uuid4()), "version": _package_version()}
-        self._labels.update(labels or {})
+    def __init__(self, path: Path, file: Any, labels: Mapping[str, str]) -> None:
+        """`file` is the log opened for appending (binary, buffered); the chain continues from its last
+        line, after a newline when that line is torn (verify reports a torn line; the chain goes on)."""
+        self.path = path
+        self._file = file
+        last, complete = _last_line(path)
+        if not complete:
+            file.write(b"\n")
+        self._prev_hash = (GENESIS if last is None else _sha256(last)).encode()
+        self._labels = dict(labels)
         self._labels_json = _redacted_json(self._labels)
-        self._parts: dict[int, tuple[Any, bytes]] = {}  # id -> (object, its JSON): writer thread only
+        self._parts: dict[int, tuple[Any, bytes]] = {}  # id -> (object, its JSON)
         self._revisions: dict[str, bytes] = {}
         self._extras_cache: dict[tuple[Any, ...], bytes] = {}
         self._texts: dict[str, bytes] = {}
         self._outcomes: dict[str, bytes] = {}
         self._timestamp = _Timestamps()
-        self._flush_interval_s = flush_interval_s
-        self._max_batch = max_batch
-        self.dropped = 0
-        self.written = 0
-        self._closed = False
-        self.base = self.path
-        try:
-            self.path, fd = _claim(self.base)
-            self._file = os.fdopen(fd, "ab", buffering=1 << 16)
-            last, complete = _last_line(self.path)
-        except OSError as exc:
-            raise DecisionLogError(f"decision log {self.path}: cannot open: {exc.strerror or exc}") from exc
-        if not complete:
-            self._file.write(b"\n")  # a torn last line stays (verify reports it); the chain goes on after it
-        self._prev_hash = (GENESIS if last is None else _sha256(last)).encode()
-        self._thread = threading.Thread(target=self._run, name=f"decision-log:{self.path.name}", daemon=True)
-        self._start_lock = threading.Lock()
-        if autostart:
-            self.start()
 
-    # -- request path -----------------------------------------------------------------------------
-
-    def append(self, entry: Mapping[str, Any]) -> bool:
-        """Queue one decision (never blocks); False when it was dropped. The dict and the values in it must
-        not change later (they are encoded on the writer thread, a dict or list logged again from its
-        cache)."""
-        return self._queue((time.time(), entry))
-
-    def append_decision(
-        self, decision_id: str, path: str, input: Any, result: Any, revision: str | None, outcome: str
-    ) -> bool:
-        """append({"decision_id", "path", "input", "result", "revision", "outcome"}), the gate's entry on
-        every request, without building the dict; the same line is written."""
-        return self._queue((time.time(), decision_id, path, input, result, revision, outcome))
-
-    def _queue(self, item: tuple[Any, ...]) -> bool:
-        pending = self._pending
-        if not self._closed and len(pending) < self._queue_size:
-            pending.append(item)
-            if len(pending) == WAKE_AT:
-                self._wake.set()
-            return True
-        self._count_drop()
-        return False
-
-    # -- writer thread ----------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        pending, last_flush = self._pending, time.monotonic()
-        while True:
-            self._wake.clear()
-            if not pending:
-                self._wake.wait(min(POLL_S, self._flush_interval_s))
-                continue
-            entries: list[tuple[Any, ...]] = []
-            barriers: list[_Barrier] = []
-            with contextlib.suppress(IndexError):
-                while len(entries) < self._max_batch:
-                    item = pending.popleft()
-                    (barriers if isinstance(item, _Barrier) else entries).append(item)
-            stop = any(barrier.stop for barrier in barriers)
-            try:
-                self._write(entries)
-            except Exception:  # a failing hook must not stop the writer
-                log.exception("decision log %s: writing a batch failed", self.path)
-            if barriers or not pending or time.monotonic() - last_flush >= self._flush_interval_s:
-                self._flush(sync=stop)
-                last_flush = time.monotonic()
-            for barrier in barriers:
-                barrier.done.set()
-            if stop:
-                for _ in range(len(pending)):  # appended while close() ran
-                    self._count_drop()
-                return
-            time.sleep(0)  # the GIL goes to a serving thread between batches
-
-    def _write(self, entries: list[tuple[Any, ...]]) -> None:
+    def write(self, entries: list[tuple[Any, ...]]) -> tuple[int, int]:
+        """Write (time, entry) and (time, *append_decision arguments) items: (written, failed)."""
         written = 0
         for item in entries:
             try:
@@ -392,19 +299,10 @@ class DecisionLog:
             except Exception:  # a bad entry or a full disk must not stop the writer
                 decision_id = item[1].get("decision_id") if len(item) == 2 else item[1]
                 log.exception("decision log %s: entry %s not written", self.path, decision_id)
-                self._count_drop()
                 continue
             self._prev_hash = line_hash
             written += 1
-        if written:
-            self.written += written
-            if self._on_write is not None:
-                self._on_write(written)
-
-    def _count_drop(self) -> None:
-        self.dropped += 1
-        if self._on_drop is not None:
-            self._on_drop()
+        return written, len(entries) - written
 
     def _line(self, ts: float, entry: Mapping[str, Any]) -> tuple[bytes, bytes]:
         """One line without its newline, and its hash (the next line's prev_hash): the record's parts
@@ -427,7 +325,7 @@ class DecisionLog:
     def _decision_line(
         self, ts: float, decision_id: str, path: str, input: Any, result: Any, revision: Any, outcome: str
     ) -> tuple[bytes, bytes]:
-        """_line for an append_decision() item."""
+        """_line for an append_decision() item; `input` and `result` may be _Encoded (the writer process)."""
         try:
             outcome_json = self._outcomes[outcome]
         except (KeyError, TypeError):
@@ -467,6 +365,8 @@ class DecisionLog:
         """_redacted_json(value), encoded once per object: the gate logs the same memoized input
         document and policy result for many decisions (a cached object is kept alive, so its id is not
         reused while cached; logged values never change, see append())."""
+        if type(value) is _Encoded:
+            return value.text
         if type(value) is not dict and type(value) is not list:
             return _redacted_json(value)
         parts = self._parts
@@ -502,7 +402,8 @@ class DecisionLog:
             self._revisions[revision] = text
         return text
 
-    def _flush(self, sync: bool) -> None:
+    def flush(self, sync: bool) -> None:
+        """Flush the file's buffer (and fsync when `sync`); a failure is logged, not raised."""
         try:
             self._file.flush()
             if sync:
@@ -510,12 +411,168 @@ class DecisionLog:
         except OSError:
             log.exception("decision log %s: flush failed", self.path)
 
+    def close(self) -> None:
+        """Close the file (and so its lock, unless another process shares it)."""
+        self._file.close()
+
+
+class _Encoded:
+    """A part already encoded and redacted (the writer process's cache of the serving process's documents)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+
+
+class DecisionLog:
+    """Append decisions without blocking; a background writer encodes and writes the chained JSON lines.
+
+    `base` is the configured path; `path` is the file this log writes, its first free writer slot (the
+    module docstring: one file, one chain per writer).
+
+    `writer` chooses where lines are encoded, hashed and written: "thread", a daemon thread of this
+    process; or "process", a child process (decision_log_process.py) fed batches of compact tuples, so
+    the serving process only queues and forwards (a document logged again is sent by reference). Both
+    write the same lines; the request path is the same bounded deque. None: DEFAULT_WRITER.
+
+    `on_drop()` is called once per dropped entry and `on_write(n)` after each written batch
+    (both on any thread; GateMetrics.decision_log_dropped / decision_log_written fit). With the writer
+    process they follow the child's shared counters, read each time the feeding thread looks (at the
+    latest every `POLL_S`) and on flush/close.
+    The writer is woken once `WAKE_AT` entries are queued and otherwise looks every `POLL_S`
+    (so an entry reaches the file within about POLL_S, and a busy server wakes it once per
+    WAKE_AT entries instead of once per entry); it takes at most `max_batch` entries at a time
+    and lets the serving threads have the GIL in between. It flushes whenever the queue runs
+    empty, at the latest every `flush_interval_s` while busy, and on close() (which also fsyncs).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        queue_size: int = 10_000,
+        on_drop: Callable[[], None] | None = None,
+        on_write: Callable[[int], None] | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        flush_interval_s: float = 1.0,
+        max_batch: int | None = None,  # None: 32 for the thread (~0.2 ms of GIL), 256 for the process
+        autostart: bool = True,  # False: the writer starts with start() (or flush/close)
+        writer: str | None = None,
+    ) -> None:
+        self.writer = writer or DEFAULT_WRITER
+        if self.writer not in WRITERS:
+            expected = " or ".join(WRITERS)
+            raise DecisionLogError(f"decision log writer {self.writer!r}: expected {expected}")
+        self.path = Path(path)
+        # (time, entry), (time, *append_decision arguments) and _Barrier markers
+        self._pending: deque[Any] = deque()
+        self._queue_size = queue_size
+        self._wake = threading.Event()
+        self._on_drop = on_drop
+        self._on_write = on_write
+        all_labels = {"app": "ig-gate", "id": str(uuid.uuid4()), "version": _package_version()}
+        all_labels.update(labels or {})
+        self._flush_interval_s = flush_interval_s
+        self._max_batch = max_batch or (32 if self.writer == "thread" else 256)
+        self.dropped = 0
+        self.written = 0
+        self._closed = False
+        self.base = self.path
+        try:
+            self.path, fd = _claim(self.base)
+            file = os.fdopen(fd, "ab", buffering=1 << 16)
+            self._sink: Any = (
+                _ThreadSink(ChainWriter(self.path, file, all_labels)) if self.writer == "thread"
+                else _process_sink(self.path, file, all_labels)
+            )  # fmt: skip
+        except OSError as exc:
+            raise DecisionLogError(f"decision log {self.path}: cannot open: {exc.strerror or exc}") from exc
+        self._thread = threading.Thread(target=self._run, name=f"decision-log:{self.path.name}", daemon=True)
+        self._start_lock = threading.Lock()
+        if autostart:
+            self.start()
+
+    # -- request path -----------------------------------------------------------------------------
+
+    def append(self, entry: Mapping[str, Any]) -> bool:
+        """Queue one decision (never blocks); False when it was dropped. The dict and the values in it must
+        not change later (they are encoded on the writer thread, a dict or list logged again from its
+        cache)."""
+        return self._queue((time.time(), entry))
+
+    def append_decision(
+        self, decision_id: str, path: str, input: Any, result: Any, revision: str | None, outcome: str
+    ) -> bool:
+        """append({"decision_id", "path", "input", "result", "revision", "outcome"}), the gate's entry on
+        every request, without building the dict; the same line is written."""
+        return self._queue((time.time(), decision_id, path, input, result, revision, outcome))
+
+    def _queue(self, item: tuple[Any, ...]) -> bool:
+        pending = self._pending
+        if not self._closed and len(pending) < self._queue_size:
+            pending.append(item)
+            if len(pending) == WAKE_AT:
+                self._wake.set()
+            return True
+        self._count_drop()
+        return False
+
+    # -- writer thread (the feeding thread of the writer process) ---------------------------------
+
+    def _run(self) -> None:
+        pending, last_flush, sink = self._pending, time.monotonic(), self._sink
+        while True:
+            self._wake.clear()
+            if not pending:
+                self._report(*sink.poll())
+                self._wake.wait(min(POLL_S, self._flush_interval_s))
+                continue
+            entries: list[tuple[Any, ...]] = []
+            barriers: list[_Barrier] = []
+            with contextlib.suppress(IndexError):
+                while len(entries) < self._max_batch:
+                    item = pending.popleft()
+                    (barriers if isinstance(item, _Barrier) else entries).append(item)
+            stop = any(barrier.stop for barrier in barriers)
+            try:
+                self._report(*sink.write(entries))
+            except Exception:  # a failing hook must not stop the writer
+                log.exception("decision log %s: writing a batch failed", self.path)
+            if barriers or not pending or time.monotonic() - last_flush >= self._flush_interval_s:
+                sink.flush(sync=stop, barrier=bool(barriers))
+                last_flush = time.monotonic()
+                if barriers:
+                    self._report(*sink.poll())
+            for barrier in barriers:
+                barrier.done.set()
+            if stop:
+                for _ in range(len(pending)):  # appended while close() ran
+                    self._count_drop()
+                return
+            time.sleep(0)  # the GIL goes to a serving thread between batches
+
+    def _report(self, written: int, dropped: int) -> None:
+        if written:
+            self.written += written
+            if self._on_write is not None:
+                self._on_write(written)
+        for _ in range(dropped):
+            self._count_drop()
+
+    def _count_drop(self) -> None:
+        self.dropped += 1
+        if self._on_drop is not None:
+            self._on_drop()
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the writer thread (idempotent; entries queued before it are written then)."""
+        """Start the writer (idempotent; entries queued before it are written then): the thread, and with
+        the writer process the child."""
         with self._start_lock:
             if self._thread.ident is None:
+                self._sink.start()
                 self._thread.start()
 
     def _barrier(self, stop: bool, timeout_s: float) -> None:
@@ -539,13 +596,42 @@ class DecisionLog:
         self._closed = True
         self._barrier(stop=True, timeout_s=timeout_s)
         self._thread.join(timeout_s)
-        self._file.close()
+        self._sink.close(timeout_s)
 
     def __enter__(self) -> DecisionLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _ThreadSink:
+    """The writer thread's sink: the ChainWriter itself, in this process."""
+
+    def __init__(self, chain: ChainWriter) -> None:
+        self._chain = chain
+        self.write = chain.write
+
+    def start(self) -> None:
+        """Nothing to start: the writer thread is the DecisionLog's."""
+
+    def poll(self) -> tuple[int, int]:
+        """Counts arrive with write(): none here."""
+        return 0, 0
+
+    def flush(self, sync: bool, barrier: bool) -> None:
+        """Flush the file (fsync when `sync`)."""
+        self._chain.flush(sync)
+
+    def close(self, timeout_s: float) -> None:
+        """Close the file, which releases its lock."""
+        self._chain.close()
+
+
+def _process_sink(path: Path, file: Any, labels: Mapping[str, str]) -> Any:
+    from ig_gate.middleware.decision_log_process import WriterProcess  # it imports this module
+
+    return WriterProcess(path, file, labels)
 
 
 def log_files(target: str | Path) -> list[Path]:

@@ -304,6 +304,13 @@ class DecisionLogSettings:
         PositiveInt, Meta(description="Entries waiting for the writer; beyond, new ones are dropped and "
                                 "counted.")
     ] = 10_000
+    # where lines are encoded, hashed and written (middleware/decision_log_process.py)
+    writer: Annotated[
+        Literal["process", "thread"],
+        Meta(description="`process`: a child process started with the gate writes the log, the serving "
+                         "process only forwards compact tuples; `thread`: a thread of the serving process "
+                         "(the fallback where starting a process is not allowed)."),
+    ] = "process"
 
 
 @dataclass(frozen=True, slots=True)

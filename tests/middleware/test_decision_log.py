@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ig_gate.middleware import decision_log
 from ig_gate.middleware.decision_log import (
     GENESIS,
     REDACTED,
@@ -22,6 +23,13 @@ from ig_gate.middleware.decision_log import (
     redact,
     verify_chain,
 )
+
+
+@pytest.fixture(autouse=True, params=decision_log.WRITERS)
+def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the writer process and with the writer thread (DecisionLog's default)."""
+    monkeypatch.setattr(decision_log, "DEFAULT_WRITER", request.param)
+    return request.param
 
 
 def entry(i: int, **extra: object) -> dict:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from ig_gate.middleware import decision_log
 from ig_gate.middleware.decision_log import DecisionLog, log_files, verify_chain, writer_path
+
+
+@pytest.fixture(autouse=True, params=decision_log.WRITERS)
+def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the writer process and with the writer thread (DecisionLog's default)."""
+    monkeypatch.setattr(decision_log, "DEFAULT_WRITER", request.param)
+    return request.param
 
 
 def write(log: DecisionLog, count: int, tag: str) -> None:
