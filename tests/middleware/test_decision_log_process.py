@@ -3,6 +3,7 @@ process group; a killed child is logged once, its lost entries counted, and it i
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ig_gate.middleware import decision_log_process
 from ig_gate.middleware.compose import compose
 from ig_gate.middleware.decision_log import DecisionLog, verify_chain
 from ig_gate.middleware.decision_log_process import RESTART_S
@@ -106,3 +108,22 @@ def test_an_unknown_writer_is_refused_with_its_key_path() -> None:
     expected = r"^decision_log\.writer: must be 'process' or 'thread', got 'fork'"
     with pytest.raises(ConfigError, match=expected):
         settings_from_dict({"decision_log": {"writer": "fork"}})
+
+
+def test_a_document_logged_again_is_encoded_once_in_the_serving_process(tmp_path, monkeypatch) -> None:
+    encoded: list[object] = []
+    dumps = decision_log_process._dumps
+
+    def counting_dumps(value: object) -> bytes:
+        encoded.append(value)
+        return dumps(value)
+
+    monkeypatch.setattr(decision_log_process, "_dumps", counting_dumps, raising=True)
+    document, result = {"tenant": "acme", "session": {"risk": "low"}}, {"allow": True}
+    with DecisionLog(tmp_path / "decisions.jsonl", writer="process") as log:
+        for i in range(100):
+            log.append_decision(f"d-{i}", "ig/zt/decision", document, result, "r1", "allow")
+    assert [value for value in encoded if value is document or value is result] == [document, result]
+    rows = [json.loads(line) for line in log.path.read_bytes().splitlines()]
+    assert [(row["input"], row["result"]) for row in rows] == [(document, result)] * 100
+    assert verify_chain(log.path).entries == 100
