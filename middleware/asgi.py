@@ -42,7 +42,6 @@ from ig_gate.middleware.gate import Gate, GateRequest
 from ig_gate.middleware.graphql import is_graphql_content_type
 from ig_gate.middleware.paths import AMBIGUOUS_PATH, AmbiguousPath, ExcludedPaths, normalise_scope
 from ig_gate.middleware.responses import Responses
-from ig_gate.middleware.session import Session
 from ig_gate.middleware.settings import Settings, load_settings
 from ig_gate.middleware.websocket import SocketGuard, WebSocketGate
 
@@ -118,8 +117,8 @@ class ZeroTrustMiddleware:
             and is_graphql_content_type(content_type)
         ):
             # authenticate before the body is read: a request whose token does not verify is refused unread
-            session = self.gate.authenticate(request)
-            if type(session) is not Session:
+            session = self.gate.begin(request)
+            if type(session) is Decision:
                 await self._send_refusal(send, session, method, _large_unread_body(headers))
                 return
             try:

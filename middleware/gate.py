@@ -7,6 +7,8 @@ without secrets. Missing or invalid tokens are refused before the policy is cons
 Nothing on that path waits on the network: a shared risk store is read from its local view
 (middleware/risk_view.py), and transports on an event loop call `Gate.decide_async`, which awaits a
 remote PDP's answer off the loop (decide() itself for every other policy source).
+A transport that reads the body only once the token verified calls `Gate.begin` first and passes what it
+returned (`Authenticated`: the session, the headers it was verified from) to decide(): one pass per request.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ class GateRequest(NamedTuple):
 
 @dataclass(slots=True)
 class _Trace:
-    """What decide() learned about one request so far: for refusals, failures and the record."""
+    """What decide() learned about one request so far: for refusals, failures and the record. Returned by
+    `Gate.begin` once the token verified (an `Authenticated` request): decide() continues from it."""
 
     graphql: bool
     profile: str | None = None  # set once the request is classified (after authentication)
@@ -114,8 +117,10 @@ class _Trace:
     revision: str | None = None
     answer: Answer | None = None  # decide_async: defer a remote memo miss, or the remote's answer
     size: int = 0  # the request body's bytes (Content-Length), for ig_gate_request_bytes_total
+    headers: HeaderMap | None = None  # the request's headers, once read (the ones its token came from)
 
 
+Authenticated = _Trace  # a request whose token verified (Gate.begin), decided next by decide()
 # (input key, verdict or None when the remote failed, input document): what decide_async awaited for an
 # input; key None answers any input (the last pass of an input that kept changing)
 Answer = tuple[InputKey | None, Verdict | None, Mapping[str, Any] | None]
@@ -234,25 +239,39 @@ class Gate:
 
     # -- the request path ----------------------------------------------------------------------------
 
-    def decide(self, request: GateRequest, session: Session | None = None) -> Decision:
-        """The decision for one request; never raises. `session`: what authenticate() returned for it."""
+    def decide(self, request: GateRequest, session: Session | Authenticated | None = None) -> Decision:
+        """The decision for one request; never raises. `session`: what authenticate() or begin() returned
+        for it (begin's Authenticated continues that pass: nothing of phase one is done again)."""
         decision = self._run(request, session, True)
-        assert type(decision) is not Session
+        assert type(decision) is Decision
         return decision
 
     def authenticate(self, request: GateRequest) -> Session | Decision:
         """Phase one for a transport that has yet to read the body: the request's verified Session (pass
         it to decide() with the body), or its recorded refusal, decided without the body."""
-        return self._run(request, None, False)
+        outcome = self._run(request, None, False)
+        return outcome.session if type(outcome) is _Trace else outcome  # type: ignore[return-value]
 
-    async def decide_async(self, request: GateRequest, session: Session | None = None) -> Decision:
+    def begin(self, request: GateRequest) -> Authenticated | Decision:
+        """authenticate() for a transport that decides the same request next: its Authenticated state (the
+        verified session, what was read of the headers; pass it to decide() or decide_async() once, with
+        the body) or its recorded refusal, decided without the body."""
+        outcome = self._run(request, None, False)
+        assert type(outcome) is _Trace or type(outcome) is Decision
+        return outcome
+
+    async def decide_async(
+        self, request: GateRequest, session: Session | Authenticated | None = None
+    ) -> Decision:
         """decide() for a transport on an event loop. A policy source that answers over the network (the
         remote PDP: `evaluate_async`) is never called on the loop: a memo miss is awaited (a worker thread,
         the source's timeout) and the request decided again with that answer; an input that changed
         meanwhile is asked again, at most _ASKS times, then fails (engine_error). Other sources (the Rego
         engine is thread-affine) decide at once, as decide()."""
         if not self.awaits_remote:
-            return self.decide(request, session)
+            decision = self._run(request, session, True)
+            assert type(decision) is Decision
+            return decision
         outcome = self._run(request, session, True, _DEFER)
         for _ in range(_ASKS):
             if type(outcome) is not _Deferred:
@@ -274,14 +293,23 @@ class Gate:
         return deferred.key, verdict, deferred.document
 
     def _run(
-        self, request: GateRequest, session: Session | None, whole: bool, answer: Answer | None = None
-    ) -> Decision | Session | _Deferred:
+        self,
+        request: GateRequest,
+        session: Session | Authenticated | None,
+        whole: bool,
+        answer: Answer | None = None,
+    ) -> Decision | Authenticated | _Deferred:
         started = time.perf_counter()
-        graphql = request.graphql or request.is_websocket or self.classifier.is_graphql(request.path)
-        trace = _Trace(graphql, session=session, answer=answer)
+        if type(session) is _Trace:  # begin() authenticated this request: continue from there
+            trace = session
+            trace.answer = answer
+        else:
+            graphql = request.graphql or request.is_websocket or self.classifier.is_graphql(request.path)
+            trace = _Trace(graphql)  # keyword arguments cost the dataclass __init__ twice as much (~0.25 µs)
+            trace.session, trace.answer = session, answer  # type: ignore[assignment]
         try:
             decision = self._decide(request, trace, whole)
-            if type(decision) is Session:
+            if type(decision) is _Trace:
                 return decision
         except _Deferred as deferred:  # nothing recorded: decide_async asks the remote, then decides
             return deferred
@@ -317,21 +345,26 @@ class Gate:
         self._record(decision, trace, 0.0, request)
         return decision
 
-    def _decide(self, request: GateRequest, trace: _Trace, whole: bool) -> Decision | Session:
+    def _decide(self, request: GateRequest, trace: _Trace, whole: bool) -> Decision | Authenticated:
         """Authenticate first (nothing of the request is parsed, nothing of it cached before the token
-        verifies), then classify, then the signals and the policy; with whole=False stop at the Session."""
-        headers = request.headers
-        if type(headers) is not HeaderMap:  # the middleware passes one already
-            headers = header_map(headers)
+        verifies), then classify, then the signals and the policy; with whole=False stop at the trace."""
+        headers = trace.headers
+        if headers is None:  # read once per request (begin() read them for the request it authenticated)
+            headers = request.headers
+            if type(headers) is not HeaderMap:  # the middleware passes one already
+                headers = header_map(headers)
+            trace.headers = headers
+            length = headers.get(CONTENT_LENGTH)
+            if length is not None and length.isdigit():
+                trace.size = int(length)
         get = headers.get
-        length = get(CONTENT_LENGTH)
-        if length is not None and length.isdigit():
-            trace.size = int(length)
         session = trace.session
         if session is None:
             session = self._session(headers, trace)
-            if type(session) is not Session or not whole:
+            if type(session) is not Session:
                 return session
+            if not whole:
+                return trace
 
         method, content_type = request.method, get(CONTENT_TYPE)
         media = "" if content_type is None else content_type.decode("latin-1")
