@@ -572,7 +572,13 @@ class DecisionLog:
         the writer process the child."""
         with self._start_lock:
             if self._thread.ident is None:
-                self._sink.start()
+                try:
+                    self._sink.start()
+                except OSError as exc:
+                    raise DecisionLogError(
+                        f"decision log {self.path}: cannot start the writer process ({exc}); "
+                        "decision_log.writer: thread writes from the serving process instead"
+                    ) from exc
                 self._thread.start()
 
     def _barrier(self, stop: bool, timeout_s: float) -> None:

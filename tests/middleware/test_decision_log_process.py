@@ -14,7 +14,7 @@ import pytest
 
 from ig_gate.middleware import decision_log_process
 from ig_gate.middleware.compose import compose
-from ig_gate.middleware.decision_log import DecisionLog, verify_chain
+from ig_gate.middleware.decision_log import DecisionLog, DecisionLogError, verify_chain
 from ig_gate.middleware.decision_log_process import RESTART_S
 from ig_gate.middleware.settings import ConfigError, settings_from_dict
 
@@ -127,3 +127,10 @@ def test_a_document_logged_again_is_encoded_once_in_the_serving_process(tmp_path
     rows = [json.loads(line) for line in log.path.read_bytes().splitlines()]
     assert [(row["input"], row["result"]) for row in rows] == [(document, result)] * 100
     assert verify_chain(log.path).entries == 100
+
+
+def test_a_writer_process_that_cannot_start_is_a_named_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(decision_log_process.sys, "executable", str(tmp_path / "no-such-python"))
+    log = DecisionLog(tmp_path / "decisions.jsonl", writer="process", autostart=False)
+    with pytest.raises(DecisionLogError, match=r"cannot start the writer process .*writer: thread"):
+        log.start()
