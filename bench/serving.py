@@ -35,9 +35,30 @@ class Target:
     pid: int
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process (all its threads) has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        """User + system CPU time the server has used so far: its process (all threads) and its live child
+        processes (the decision-log writer process), so that work moved out of the server still counts."""
+        return sum(_process_cpu_s(pid) for pid in (self.pid, *_children(self.pid)))
+
+
+def _process_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:  # a child that has just exited
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _children(pid: int) -> list[int]:
+    """The PIDs of pid's live descendants (via /proc/PID/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            direct = [int(child) for child in task.read_text().split()]
+        except FileNotFoundError:
+            continue
+        for child in direct:
+            found += [child, *_children(child)]
+    return found
 
 
 @contextlib.contextmanager
