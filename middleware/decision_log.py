@@ -164,6 +164,32 @@ _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | o
 _PART_CACHE_SIZE = 1024
 
 
+class ObjectMemo:
+    """Something derived from an object (its JSON, its reference number), kept per object identity: the
+    object is held with it, so its id is not reused while cached; cleared when full. For the gate's
+    memoized input documents and results, which are logged again and again and never change."""
+
+    def __init__(self, size: int = _PART_CACHE_SIZE) -> None:
+        self._size = size
+        self._items: dict[int, tuple[Any, Any]] = {}
+
+    def get(self, value: Any) -> Any:
+        """What was put for this very object, else None."""
+        cached = self._items.get(id(value))
+        return cached[1] if cached is not None and cached[0] is value else None
+
+    def put(self, value: Any, derived: Any) -> None:
+        if len(self._items) >= self._size:
+            self._items.clear()
+        self._items[id(value)] = (value, derived)
+
+    def forget(self, value_id: int) -> None:
+        self._items.pop(value_id, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
 def _dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON; what orjson refuses (integers beyond 64 bits) goes through the json module,
     which raises ValueError/TypeError for what cannot be encoded at all (circular values)."""
@@ -282,7 +308,7 @@ class ChainWriter:
         self._prev_hash = (GENESIS if last is None else _sha256(last)).encode()
         self._labels = dict(labels)
         self._labels_json = _redacted_json(self._labels)
-        self._parts: dict[int, tuple[Any, bytes]] = {}  # id -> (object, its JSON)
+        self._parts = ObjectMemo()  # object -> its JSON
         self._revisions: dict[str, bytes] = {}
         self._extras_cache: dict[tuple[Any, ...], bytes] = {}
         self._texts: dict[str, bytes] = {}
@@ -369,14 +395,10 @@ class ChainWriter:
             return value.text
         if type(value) is not dict and type(value) is not list:
             return _redacted_json(value)
-        parts = self._parts
-        cached = parts.get(id(value))
-        if cached is not None and cached[0] is value:
-            return cached[1]
-        text = _redacted_json(value)
-        if len(parts) >= _PART_CACHE_SIZE:
-            parts.clear()
-        parts[id(value)] = (value, text)
+        text = self._parts.get(value)
+        if text is None:
+            text = _redacted_json(value)
+            self._parts.put(value, text)
         return text
 
     def _extras(self, extras: dict[str, Any]) -> bytes:

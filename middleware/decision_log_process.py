@@ -46,6 +46,7 @@ from ig_gate.middleware.decision_log import (
     _PART_CACHE_SIZE,
     POLL_S,
     ChainWriter,
+    ObjectMemo,
     _dumps,
     _Encoded,
     _may_hold_secret,
@@ -74,7 +75,7 @@ class WriterProcess:
         self._counts = mmap.mmap(self._counts_fd, mmap.PAGESIZE)
         self._child: subprocess.Popen[bytes] | None = None
         self._pipe = -1
-        self._refs: dict[int, tuple[Any, int]] = {}  # id -> (object, number the child knows it by)
+        self._refs = ObjectMemo()  # object -> the number the child knows it by
         self._numbers = itertools.count(1)
         self._flushes = itertools.count(1)
         self._sent = 0  # entries sent to the current child
@@ -141,7 +142,7 @@ class WriterProcess:
         items, failed = self._items(entries, defined)
         if items and not self._send(_marshalled(items), 0, 0):
             for key in defined:  # the child never saw them
-                self._refs.pop(key, None)
+                self._refs.forget(key)
             return written, dropped + failed + len(items)
         self._sent += len(items)
         return written, dropped + failed
@@ -210,15 +211,12 @@ class WriterProcess:
         """A dict or list by number (the first time `(number, its JSON)`); anything else as JSON."""
         if type(value) is not dict and type(value) is not list:
             return _dumps(value)
-        refs = self._refs
-        cached = refs.get(id(value))
-        if cached is not None and cached[0] is value:
-            return cached[1]
+        known = self._refs.get(value)
+        if known is not None:
+            return known
         text = _dumps(value)
-        if len(refs) >= _PART_CACHE_SIZE:
-            refs.clear()
         number = next(self._numbers)
-        refs[id(value)] = (value, number)
+        self._refs.put(value, number)
         defined.append(id(value))
         return (number, text)
 
