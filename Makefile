@@ -53,7 +53,7 @@ demo: venv
 
 test: venv-dev deps-debian deps-node
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q --benchmark-disable
+	$(BIN)/python -m pytest -q --benchmark-disable --durations=20
 
 lint: venv-dev
 	$(BIN)/ruff check .
