@@ -175,6 +175,7 @@ _WORKER = textwrap.dedent("""
     from ig_gate.middleware.metrics import GateMetrics
     m = GateMetrics(tenants=["acme"])
     assert m.multiprocess
+    m.memo(True)
     m.observe_decision("allow", "ok", "acme", "read", 1e-5)
     m.bundle_info(sys.argv[1], "sha256:" + sys.argv[1], "1")
     m.bundle_info(sys.argv[2], "sha256:" + sys.argv[2], "2")
@@ -197,6 +198,7 @@ def test_multiprocess_mode_aggregates_worker_processes(tmp_path: Path):
 
     assert 'ig_gate_decisions_total{outcome="allow",profile="read",reason="ok",tenant="acme"} 2.0' in text
     assert "ig_gate_decision_seconds_count 2.0" in text
+    assert 'ig_gate_memo_lookups_total{result="hit"} 2.0' in text  # flushed with the decision record
     assert 'ig_gate_bundle_info{digest="sha256:r2",revision="r2",version="2"} 1.0' in text
     assert 'ig_gate_bundle_info{digest="sha256:r1",revision="r1",version="1"} 0.0' in text
 
@@ -233,3 +235,37 @@ def test_concurrent_recording_and_scraping_lose_nothing(metrics):
     misses = value(metrics, "ig_gate_memo_lookups_total", result="miss")
     assert (hits, misses) == (4 * (per_thread // 2 + 1), 4 * (per_thread // 2))
     assert value(metrics, "ig_gate_decision_seconds_count") == 4 * per_thread
+
+
+def test_a_mixed_batch_adds_up_as_each_record_would(metrics):
+    outcomes = (("allow", "ok"), ("deny", "risk_high"), ("stepup", "stepup_required"))
+    tenants, profiles = ("acme", "globex", "initech", None), ("read", "write", "ingest")
+    bounds = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2)
+    expected: dict[tuple[str, ...], int] = {}
+    sizes: dict[tuple[str, str], int] = {}
+    buckets = dict.fromkeys(bounds, 0)
+    total = 3 * BATCH + 11
+    for i in range(total):
+        outcome, reason = outcomes[i % 3]
+        tenant, profile = tenants[i % 4], profiles[i % 3]
+        seconds = bounds[i % len(bounds)] * (1.0 if i % 2 else 1.5)  # on a bound, and between two
+        size = (i * 37) % 5 * 100
+        metrics.observe_decision(outcome, reason, tenant, profile, seconds, size)
+        metrics.memo(i % 5 == 0)
+        label = {"initech": "other", None: "none"}.get(tenant, tenant)  # initech is not configured
+        key = (outcome, reason, label, profile)
+        expected[key] = expected.get(key, 0) + 1
+        if size:
+            sizes[label, profile] = sizes.get((label, profile), 0) + size
+        for bound in bounds:
+            buckets[bound] += seconds <= bound
+
+    for (outcome, reason, tenant, profile), count in expected.items():
+        assert decisions(metrics, outcome=outcome, reason=reason, tenant=tenant, profile=profile) == count
+    for (tenant, profile), size in sizes.items():
+        assert value(metrics, "ig_gate_request_bytes_total", tenant=tenant, profile=profile) == size
+    for bound, count in buckets.items():
+        assert value(metrics, "ig_gate_decision_seconds_bucket", le=str(bound)) == count
+    assert value(metrics, "ig_gate_decision_seconds_bucket", le="+Inf") == total
+    assert value(metrics, "ig_gate_memo_lookups_total", result="hit") == len(range(0, total, 5))
+    assert value(metrics, "ig_gate_memo_lookups_total", result="miss") == total - len(range(0, total, 5))
