@@ -48,7 +48,16 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.concurrency import run_in_threadpool
 
 from ig_gate.errors import IgGateError
-from ig_gate.middleware.asgi_body import BodyTooLarge, Receive, Scope, Send, read_body, respond, respond_json
+from ig_gate.middleware.asgi_body import (
+    JSON_HEADERS,
+    BodyTooLarge,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    respond,
+    respond_json,
+)
 from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.jwks import JWKSet, JWTRejected
 from ig_gate.middleware.risk import RISK_RANK, RiskStore
@@ -388,14 +397,17 @@ class SSFEndpoint:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # a refusal before the body is read to its end closes the connection: the server would otherwise
+        # receive and discard all an unauthenticated sender announces (1 GB, an endless chunked body)
         content_type = _header_value(scope["headers"], b"content-type")
         if content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
-            await self._refuse(send, "invalid_request", f"Content-Type must be {CONTENT_TYPE}")
+            await self._refuse(send, "invalid_request", f"Content-Type must be {CONTENT_TYPE}", close=True)
             return
+        declared = _header_value(scope["headers"], b"content-length").encode("latin-1") or None
         try:
-            body = await read_body(receive, MAX_SET_BYTES)
+            body = await read_body(receive, MAX_SET_BYTES, declared)  # a larger declared length: unread
         except BodyTooLarge:
-            await self._refuse(send, "invalid_request", f"SET larger than {MAX_SET_BYTES} bytes")
+            await self._refuse(send, "invalid_request", f"SET larger than {MAX_SET_BYTES} bytes", close=True)
             return
         if body is None:
             return
@@ -416,9 +428,12 @@ class SSFEndpoint:
             self.metrics.received("accepted")
             await respond(send, 202, [], b"")
 
-    async def _refuse(self, send: Send, err: str, description: str, outcome: str = "") -> None:
+    async def _refuse(
+        self, send: Send, err: str, description: str, outcome: str = "", *, close: bool = False
+    ) -> None:
         self.metrics.received(outcome or err)
-        await respond_json(send, 400, {"err": err, "description": description})
+        headers = [*JSON_HEADERS, (b"connection", b"close")] if close else JSON_HEADERS
+        await respond_json(send, 400, {"err": err, "description": description}, headers)
 
 
 def _header_value(headers: Any, name: bytes) -> str:
