@@ -15,6 +15,7 @@ from ig_gate.middleware.paths import (
     AmbiguousPath,
     ExcludedPathError,
     ExcludedPaths,
+    normalise_path,
     normalise_raw,
     normalise_scope,
     parse_excluded,
@@ -36,6 +37,10 @@ from tests.middleware.conftest import PEER, World
         (b"/.well-known/jwks.json", b"/.well-known/jwks.json", "/.well-known/jwks.json"),
         (b"/a/...b/c.", b"/a/...b/c.", "/a/...b/c."),
         (b"/a;x=1/b", b"/a;x=1/b", "/a;x=1/b"),
+        (b"/a\x00b", b"/a%00b", "/a\x00b"),
+        (b"/graphql\t", b"/graphql%09", "/graphql\t"),
+        (b"/a b<c>\"d", b"/a%20b%3Cc%3E%22d", '/a b<c>"d'),
+        (b"/a/\xff.", b"/a/%FF.", "/a/\ufffd."),
     ],
 )
 def test_a_path_is_normalised_to_one_form(raw: bytes, normal: bytes, path: str) -> None:
@@ -52,6 +57,9 @@ def test_a_path_is_normalised_to_one_form(raw: bytes, normal: bytes, path: str) 
         (b"/public/../graphql", "dot segment"),
         (b"/public/./graphql", "dot segment"),
         (b"/public/..", "dot segment"),
+        (b"/.", "dot segment"),
+        (b"/graphql/.", "dot segment"),
+        (b"/graphql/.;x", "dot segment"),
         (b"/public/%2e%2e/graphql", "dot segment"),
         (b"/public/.%2E/graphql", "dot segment"),
         (b"/public/..;jsessionid=1/graphql", "dot segment"),
@@ -77,6 +85,32 @@ def test_a_decoded_path_without_raw_path_is_normalised_and_given_a_raw_path() ->
 
     assert normalise_scope(scope) == "/public/100%/x y"
     assert scope["raw_path"] == b"/public/100%25/x%20y"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"/public/../graphql", b"/public/%2e%2e/graphql", b"/public%2F..%2Fgraphql", b"/public\\..\\graphql"],
+)
+def test_an_ambiguous_path_is_refused_every_time_also_after_its_normal_neighbour_passed(raw: bytes) -> None:
+    for _ in range(3):
+        assert normalise_scope({"path": "/graphql", "raw_path": b"/graphql"}) == "/graphql"
+        with pytest.raises(AmbiguousPath):
+            normalise_scope({"path": "/graphql", "raw_path": raw})
+        with pytest.raises(AmbiguousPath):
+            normalise_path(raw)
+
+
+def test_the_scope_path_comes_from_raw_path_also_for_a_path_seen_before() -> None:
+    seen: dict[str, Any] = {"path": "/graphql", "raw_path": b"/graphql"}
+    disagreeing: dict[str, Any] = {"path": "/admin", "raw_path": b"/graphql"}  # a server decoding otherwise
+    escaped: dict[str, Any] = {"path": "/admin", "raw_path": b"/p%75blic//x"}
+    escaped_again = dict(escaped)
+
+    assert [normalise_scope(scope) for scope in (seen, disagreeing, escaped, escaped_again)] == [
+        "/graphql", "/graphql", "/public/x", "/public/x",
+    ]  # fmt: skip
+    assert (disagreeing["raw_path"], disagreeing["path"]) == (b"/graphql", "/graphql")
+    assert (escaped_again["raw_path"], escaped_again["path"]) == (b"/public/x", "/public/x")
 
 
 def test_excluded_entries_pass_reads_only_unless_they_name_their_methods() -> None:
