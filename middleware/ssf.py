@@ -375,6 +375,8 @@ class SETReceiver:
         except JWTRejected as exc:
             if exc.description == "signature invalid":
                 raise SETRejected("authentication_failed", "SET signature does not verify") from None
+            if exc.description.startswith("signing"):  # algorithm not allowed, or not the key's own
+                raise SETRejected("invalid_key", exc.description) from None
             raise SETRejected("invalid_request", exc.description) from None
         if claims["iss"] != self._issuer:
             raise SETRejected("invalid_issuer", "SET issuer is not the configured transmitter")

@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets.sync.client
+from websockets.exceptions import ConnectionClosed
 
 from ig_gate.middleware.asgi import ZeroTrustMiddleware
 from ig_gate.middleware.settings import Settings
@@ -45,15 +47,15 @@ def transmitter() -> KeyPair:
 
 
 class Recorder:
-    """The demo app, remembering (method, path) of every HTTP request that reached it."""
+    """The demo app, remembering (method, path) of every HTTP request and WebSocket ("WS") that reached it."""
 
     def __init__(self) -> None:
         self.app = demo_app()
         self.seen: list[tuple[str, str]] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            self.seen.append((scope["method"], scope["path"]))
+        if scope["type"] in ("http", "websocket"):
+            self.seen.append((scope.get("method", "WS"), scope["path"]))
         await self.app(scope, receive, send)
 
 
@@ -183,7 +185,7 @@ def test_hs256_signed_with_the_public_key_is_refused_even_when_hs256_is_an_accep
     victim = world.token(sid="confused")
     for secret in (transmitter.public_pem, json.dumps(transmitter.jwk()).encode()):
         status, body = served.push(resigned(revoke(transmitter, "confused"), "HS256", secret))
-        assert status == 400, body
+        assert (status, body["err"]) == (400, "invalid_key"), body
     assert served.ask(victim) == 200
 
 
@@ -220,7 +222,7 @@ def test_the_wrong_content_type_is_refused_before_the_body_is_read(world, transm
     assert ssf_on.push(token)[0] == 202  # the refused attempt did not burn the jti
 
 
-@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"])
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS", "post"])
 def test_other_methods_on_the_ssf_path_are_judged_by_the_gate_and_never_pushed(
     world, transmitter, ssf_on, method
 ):
@@ -229,6 +231,16 @@ def test_other_methods_on_the_ssf_path_are_judged_by_the_gate_and_never_pushed(
     assert status in (400, 401, 405), status  # refused by the gate: no token
     assert (method, "/ssf/events") not in ssf_on.app.seen
     assert ssf_on.ask(world.token(sid=sid)) == 200
+
+
+def test_a_websocket_to_the_ssf_path_is_judged_and_closed_without_a_token(ssf_on):
+    with (
+        websockets.sync.client.connect(f"ws://{ssf_on.host}:{ssf_on.port}/ssf/events") as socket_,
+        pytest.raises(ConnectionClosed) as closed,
+    ):
+        socket_.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    assert not [seen for seen in ssf_on.app.seen if "ssf" in seen[1].lower()]
 
 
 PUSHED = "pushed"  # the variant is /ssf/events once normalised: the SET endpoint answers it
