@@ -9,6 +9,12 @@ itself, a dot segment (`.` or `..`, also written `%2e`, or with a `;` parameter 
 a malformed escape, a path that does not start with `/`. The normalised raw form is what is forwarded;
 its decoded form (ASGI's `path`) is what the gate judges and `exclude_paths` match.
 
+Up to `REMEMBERED` raw paths of at most `REMEMBERED_BYTES` are remembered with their two forms (refusals
+never are): a path seen before costs one dict read instead of the checks and the decoding. The memory is a
+plain dict emptied when full, not a `bounded.FIFO`, whose locked insert and eviction made every miss
+(distinct paths, e.g. ids in REST paths) cost more than the old checks (bench/RESULTS.md, "Levers measured
+one by one"). A flood of distinct paths only makes each of them a miss.
+
 `exclude_paths` entries: `"/healthz"` matches that path exactly, `"/public/"` (ending in `/`) every path
 under it; either passes only GET, HEAD and OPTIONS without a decision unless the entry names its methods
 before the path, comma-separated: `"POST /webhooks/"`, `"GET,POST /hooks/github"`.
@@ -39,6 +45,9 @@ _DECODED = {  # the two hex digits of an escape -> the unreserved byte, or the e
     pair: bytes([value]) if (value := int(pair, 16)) in UNRESERVED else b"%" + pair.upper()
     for pair in (bytes([high, low]) for high in _HEX for low in _HEX)
 }
+REMEMBERED = 1024  # raw paths remembered with their normalised forms
+REMEMBERED_BYTES = 512  # longer raw paths are normalised every time
+_NORMALISED: dict[bytes, tuple[bytes, str]] = {}  # raw -> (normalised raw, decoded); emptied when full
 AMBIGUOUS_PATH = "ambiguous_path"  # the reason recorded for a refused path
 DEFAULT_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 KNOWN_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT"})
@@ -89,12 +98,20 @@ def decoded(normal: bytes) -> str:
 
 
 def _normalised(raw: bytes) -> tuple[bytes, str]:
-    """(the normalised raw path, its decoded form); AmbiguousPath."""
-    path = _already_normal(raw)
-    if path is not None:
-        return raw, path
-    normal = normalise_raw(raw)
-    return normal, decoded(normal)
+    """(the normalised raw path, its decoded form), remembered for a short raw path; AmbiguousPath."""
+    known = _NORMALISED.get(raw)
+    if known is None:
+        path = _already_normal(raw)
+        if path is not None:
+            known = (raw, path)
+        else:
+            normal = normalise_raw(raw)
+            known = (normal, decoded(normal))
+        if len(raw) <= REMEMBERED_BYTES:
+            if len(_NORMALISED) >= REMEMBERED:  # a race with another thread here costs a miss, nothing else
+                _NORMALISED.clear()
+            _NORMALISED[raw] = known
+    return known
 
 
 def normalise_scope(scope: MutableMapping[str, Any]) -> str:

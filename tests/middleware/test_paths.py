@@ -12,6 +12,8 @@ import pytest
 
 from ig_gate.middleware.asgi import ZeroTrustMiddleware
 from ig_gate.middleware.paths import (
+    _NORMALISED,
+    REMEMBERED,
     AmbiguousPath,
     ExcludedPathError,
     ExcludedPaths,
@@ -111,6 +113,16 @@ def test_the_scope_path_comes_from_raw_path_also_for_a_path_seen_before() -> Non
     ]  # fmt: skip
     assert (disagreeing["raw_path"], disagreeing["path"]) == (b"/graphql", "/graphql")
     assert (escaped_again["raw_path"], escaped_again["path"]) == (b"/public/x", "/public/x")
+
+
+def test_a_flood_of_distinct_paths_keeps_the_remembered_forms_bounded() -> None:
+    for i in range(REMEMBERED + 500):
+        assert normalise_path(b"/flood/%d/%%7e" % i) == f"/flood/{i}/~"
+    long = b"/" + b"a" * 5000
+
+    assert normalise_path(long) == long.decode()
+    assert 0 < len(_NORMALISED) <= REMEMBERED and long not in _NORMALISED
+    assert normalise_path(b"/p%75blic//x") == "/public/x"  # still right once the flood has gone through
 
 
 def test_excluded_entries_pass_reads_only_unless_they_name_their_methods() -> None:
