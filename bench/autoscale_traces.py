@@ -23,7 +23,8 @@ from pathlib import Path
 TENANTS = {"acme": 0.6, "globex": 0.4}  # share of the base demand
 
 
-def _rows(minutes: int, level, seed: int, noise: float = 0.02):  # level(minute) -> (reads/s, writes/s)
+def rows(minutes: int, level, seed: int, noise: float = 0.02):  # level(minute) -> (reads/s, writes/s)
+    """`minute,tenant,profile,requests` rows: each tenant's share of `level`, with Gaussian minute noise."""
     rng = random.Random(seed)
     for m in range(minutes):
         reads, writes = level(m)
@@ -33,25 +34,36 @@ def _rows(minutes: int, level, seed: int, noise: float = 0.02):  # level(minute)
                 yield m, tenant, profile, round(max(value, 0))
 
 
-def _write(path: Path, rows) -> None:
+def swing(m: int) -> tuple[float, float]:
+    """±20 % around 15 pods' worth (6000 reads/s, 1000 writes/s), a 4 h period."""
+    return tuple(x * (1 + 0.2 * math.sin(2 * math.pi * m / 240)) for x in (6000, 1000))
+
+
+def spike(m: int) -> tuple[float, float]:
+    """~10 pods' worth, 3x for 15 minutes from minute 120."""
+    return tuple(x * (3 if 120 <= m < 135 else 1) for x in (4200, 600))
+
+
+def event(m: int) -> tuple[float, float]:
+    """~8 pods' worth, 2.5x from minute 180 to 240."""
+    return tuple(x * (2.5 if 180 <= m < 240 else 1) for x in (3000, 700))
+
+
+def write(path: Path, trace_rows) -> None:
     with path.open("w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["minute", "tenant", "profile", "requests"])
-        out.writerows(rows)
+        out.writerows(trace_rows)
 
 
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    swing = lambda m: tuple(x * (1 + 0.2 * math.sin(2 * math.pi * m / 240)) for x in (6000, 1000))  # noqa: E731
-    _write(out / "swing.csv", _rows(480, swing, 1, noise=0.005))
-    spike = lambda m: (4200 * (3 if 120 <= m < 135 else 1), 600 * (3 if 120 <= m < 135 else 1))  # noqa: E731
-    _write(out / "spike.csv", _rows(240, spike, 2))
-    event = lambda m: (3000 * (2.5 if 180 <= m < 240 else 1), 700 * (2.5 if 180 <= m < 240 else 1))  # noqa: E731
-    _write(out / "scheduled-event.csv", _rows(300, event, 3))
-    flat = lambda m: (4200, 600)  # noqa: E731
-    rows = list(_rows(240, flat, 4))
-    rows += [(m, "noisy", "read", 3000 * 60) for m in range(60, 180)]
-    _write(out / "noisy-tenant.csv", sorted(rows))
+    write(out / "swing.csv", rows(480, swing, 1, noise=0.005))
+    write(out / "spike.csv", rows(240, spike, 2))
+    write(out / "scheduled-event.csv", rows(300, event, 3))
+    flat = list(rows(240, lambda m: (4200, 600), 4))
+    flat += [(m, "noisy", "read", 3000 * 60) for m in range(60, 180)]
+    write(out / "noisy-tenant.csv", sorted(flat))
 
 
 if __name__ == "__main__":

@@ -555,14 +555,22 @@ class AutoscaleSettings:
     ] = 1.0
     dead_band: Annotated[
         Annotated[float, Meta(ge=0, lt=1)], Meta(description="Hysteresis: scale down only when the smaller "
-                                                 "fleet would still have this share of its capacity spare.")
+                                                 "fleet would still have this share of its capacity spare, "
+                                                 "besides the forecast's headroom (waived while demand "
+                                                 "clearly falls).")
     ] = 0.02
     up_cooldown_s: Annotated[
         float, Meta(ge=0, description="Seconds after a step up before the next step up.")
     ] = 60.0
     down_cooldown_s: Annotated[
-        float, Meta(ge=0, description="Seconds after a change before scaling down.")
+        float, Meta(ge=0, description="Seconds after a step up before a step down (also the window in "
+                    "which a reversal counts as thrash).")
     ] = 600.0
+    down_step_s: Annotated[float, Meta(ge=0, description="Seconds after a step down before the next.")] = 60.0
+    headroom_sigmas: Annotated[
+        float, Meta(ge=0, description="Headroom over the forecast, in standard deviations of Holt's "
+                    "one-step forecast error.")
+    ] = 2.0
     max_step_up: Annotated[PositiveInt, Meta(description="Most replicas added in one step.")] = 10
     max_step_down: Annotated[PositiveInt, Meta(description="Most replicas removed in one step.")] = 3
     forecast_horizon_s: Annotated[

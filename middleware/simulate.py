@@ -12,6 +12,12 @@ open subscriptions during that minute). Each minute:
    `startup_min` minutes; a removed pod stops serving at once and is billed `drain_min` more minutes
    (connection draining, termination grace).
 
+A third fleet, `clairvoyant`, knows the future: each minute it targets the fewest replicas that leave no
+minute under capacity (`max(ceil(load))` over the minutes until its new pods serve). With the default
+`startup_min` = `drain_min` = 1 a fleet following targets T serves `min(T[m-1], T[m])` and is billed
+`max(T[m-1], T[m])` in minute m, so no policy without a minute under capacity pays fewer pod-minutes: it
+is the floor any real recommender is measured against.
+
 Reported per policy: thrash events (direction changes of the target within `autoscale.down_cooldown_s`
 of the previous change), minutes under capacity (serving pods < load), pod-minutes and cost per 1k
 admitted requests (`pod_minute_cost` per pod-minute). `plot()` draws demand, capacity and replicas.
@@ -139,6 +145,7 @@ class Simulation:
     offered: list[float]  # demand before caps, pods' worth
     recommender: Fleet
     baseline: Fleet
+    clairvoyant: Fleet
     requests: float  # admitted requests (subscriptions count as none)
     refused: float  # requests over a tenant cap (the gate's 429s)
     events: list[tuple[int, int, str]]  # (first minute, last minute, name) of scheduled events
@@ -150,6 +157,7 @@ class Simulation:
             "refused_over_cap": round(self.refused),
             "recommender": self.results["recommender"].to_json(),
             "baseline": self.results["baseline"].to_json(),
+            "clairvoyant": self.results["clairvoyant"].to_json(),
         }
 
 
@@ -200,9 +208,11 @@ def simulate(
             ours.follow(0, target)
             naive.follow(0, naive_target)
     events = _event_minutes(auto.events, t0, len(minutes))
-    sim = Simulation(component, load, offered, ours, naive, requests, refused, events)
+    oracle = clairvoyant([_bounded(math.ceil(x - _EPS), profile.min_replicas, profile.max_replicas)
+                          for x in load], startup_min, drain_min)
+    sim = Simulation(component, load, offered, ours, naive, oracle, requests, refused, events)
     window = auto.down_cooldown_s / 60
-    for name, fleet in (("recommender", ours), ("baseline", naive)):
+    for name, fleet in (("recommender", ours), ("baseline", naive), ("clairvoyant", oracle)):
         pod_minutes = fleet.billed
         sim.results[name] = PolicyResult(
             fleet.thrash(window),
@@ -212,6 +222,15 @@ def simulate(
             max(fleet.targets),
         )
     return sim
+
+
+def clairvoyant(need: list[int], startup_min: int = 1, drain_min: int = 1) -> Fleet:
+    """The fleet that knows each minute's need: targets `max(need)` over the minutes until a new pod serves,
+    so no minute is under capacity; with `startup_min` = `drain_min` = 1 no such fleet is billed less."""
+    fleet = Fleet(startup_min, drain_min)
+    for m in range(len(need)):
+        fleet.follow(m, max(need[m:m + startup_min + 1]))
+    return fleet
 
 
 def _bounded(value: int, low: int, high: int) -> int:
@@ -246,19 +265,22 @@ def plot(sim: Simulation, path: str | Path, title: str) -> None:
     bottom.step(x, sim.recommender.targets, where="post", color="tab:blue", label="replicas: recommender")
     bottom.step(x, sim.baseline.targets, where="post", color="tab:orange", alpha=0.7,
                 label="replicas: baseline")
+    bottom.step(x, sim.clairvoyant.targets, where="post", color="0.4", lw=1, ls=":",
+                label="replicas: clairvoyant (the floor)")
     for first, last, name in sim.events:
         for ax in (top, bottom):
             ax.axvspan(first, last + 1, color="tab:green", alpha=0.12)
         top.text(first, top.get_ylim()[1] * 0.95, name, fontsize=8, va="top")
-    r, b = sim.results["recommender"], sim.results["baseline"]
+    r, b, c = sim.results["recommender"], sim.results["baseline"], sim.results["clairvoyant"]
     top.set_title(f"{title} — recommender: {r.pod_minutes} pod-min, {r.minutes_under_capacity} min under, "
                   f"{r.thrash_events} thrash; baseline: {b.pod_minutes} pod-min, {b.minutes_under_capacity} "
-                  f"min under, {b.thrash_events} thrash", fontsize=9)
+                  f"min under, {b.thrash_events} thrash\nclairvoyant floor (no minute under): "
+                  f"{c.pod_minutes} pod-min", fontsize=9)
     top.set_ylabel("pods' worth")
     bottom.set_ylabel("replicas")
     bottom.set_xlabel("minute")
-    top.legend(fontsize=8, loc="upper left")
-    bottom.legend(fontsize=8, loc="upper left")
+    top.legend(fontsize=8, loc="best")
+    bottom.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -1,5 +1,6 @@
 """`ig-gate autoscale simulate TRACE.csv [--config FILE]`: replay a trace through the recommender and a
-naive proportional baseline (middleware/simulate.py); a JSON summary on stdout and a PNG plot.
+naive proportional baseline, against the clairvoyant floor (middleware/simulate.py); a JSON summary on
+stdout and a PNG plot.
 
 Exit codes: 0 done, 1 bad trace or config (one line on stderr naming what and where), 2 usage.
 """
@@ -45,7 +46,8 @@ def register_autoscale(subparsers: argparse._SubParsersAction) -> None:
         description="Replay TRACE.csv (minute,tenant,profile,requests) through the replica recommender "
         "configured in --config (autoscale.*, tenants.*.max_qps) and through replicas = ceil(demand / "
         "capacity) each minute; print thrash events, minutes under capacity, pod-minutes and cost per 1k "
-        "requests of both, and draw demand, capacity and replicas (PNG).",
+        "requests of both and of the clairvoyant floor (the cheapest fleet with no minute under capacity), "
+        "and draw demand, capacity and replicas (PNG).",
     )
     sim.add_argument("trace", metavar="TRACE.csv", help="the per-minute trace")
     sim.add_argument("--config", help="an ig-gate YAML config (its autoscale and tenants sections)")
