@@ -21,7 +21,6 @@ PACKAGES = (
     "maxminddb",
     "prometheus-client",
     "orjson",
-    "cachetools",
     "locust",
 )
 

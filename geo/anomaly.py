@@ -13,7 +13,9 @@ current flag and changes nothing but the subject's recency. `now` is the caller'
 seconds (`time.time()`).
 
 Thread safety: one lock around each observation, so the serving event-loop thread and any
-other thread (a sidecar worker, a test) may call `observe` concurrently.
+other thread (a sidecar worker, a test) may call `observe` concurrently. The LRU is kept by hand (an
+OrderedDict under that lock) rather than with middleware/bounded.py's `LRU`: geo lies below middleware
+and imports nothing of it (tests/packaging/test_import_graph.py).
 """
 
 from __future__ import annotations

@@ -69,7 +69,11 @@ def _iso_code(record: Any) -> str | None:
 
 
 class GeoReader:
-    """IP -> ISO country code. Thread-tolerant: concurrent callers may at worst repeat a lookup."""
+    """IP -> ISO country code. Thread-tolerant: concurrent callers may at worst repeat a lookup.
+
+    The LRU is the policy of middleware/bounded.py's `LRU` (lock-free reads), kept by hand here: geo lies
+    below middleware and imports nothing of it (tests/packaging/test_import_graph.py).
+    """
 
     def __init__(self, path: str | Path | None = None, cache_size: int = 65_536) -> None:
         if cache_size < 0:

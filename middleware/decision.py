@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ig_gate.errors import IgGateError
+from ig_gate.middleware.bounded import FIFO
 
 ALLOW, STEPUP, DENY = "allow", "stepup", "deny"
 UNAUTHENTICATED, BAD_REQUEST, TOO_LARGE, ERROR = "unauthenticated", "bad_request", "too_large", "error"
@@ -113,16 +113,15 @@ Memoized = tuple[Verdict, Mapping[str, Any]]  # the verdict and the input docume
 class DecisionMemo:
     """Bounded map input key (bundle digest first) -> (Verdict, input document); entries live `ttl_s` s.
 
-    Every entry has the same lifetime, so insertion order is expiry order: when full, the oldest entry
-    (the one that expires soonest) is evicted. Lookups take no lock; inserts do.
+    Every entry has the same lifetime, so insertion order is expiry order: a FIFO (middleware/bounded.py),
+    which evicts the oldest entry (the one that expires soonest) when full. Lookups take no lock; inserts do.
     """
 
     def __init__(self, size: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         if size < 1 or ttl_s <= 0:
             raise ValueError(f"memo size must be >= 1 and ttl_s > 0 (got {size}, {ttl_s})")
-        self._size, self._ttl, self._clock = size, ttl_s, clock
-        self._entries: dict[InputKey, tuple[float, Memoized]] = {}
-        self._lock = threading.Lock()
+        self._ttl, self._clock = ttl_s, clock
+        self._entries: FIFO[InputKey, tuple[float, Memoized]] = FIFO(size)
 
     def get(self, key: InputKey) -> Memoized | None:
         """The live (verdict, input document) for key, or None."""
@@ -134,11 +133,7 @@ class DecisionMemo:
 
     def put(self, key: InputKey, memoized: Memoized) -> None:
         """Remember (verdict, input document) for ttl_s; evicts the oldest entry when full."""
-        with self._lock:
-            self._entries.pop(key, None)
-            while len(self._entries) >= self._size:
-                del self._entries[next(iter(self._entries))]
-            self._entries[key] = (self._clock() + self._ttl, memoized)
+        self._entries[key] = (self._clock() + self._ttl, memoized)
 
     def __len__(self) -> int:
         return len(self._entries)

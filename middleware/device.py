@@ -25,14 +25,12 @@ attestation, or by the session key) can only make the posture worse: "not-compli
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from cachetools import LRUCache
-
+from ig_gate.middleware.bounded import LRU
 from ig_gate.middleware.jwks import JWKSet, JWTRejected
 from ig_gate.middleware.risk import RiskStore
 from ig_gate.middleware.session import Session
@@ -84,8 +82,7 @@ class DevicePosture:
         self._algorithms = tuple(a for a in settings.algorithms if a.lower() != "none")
         self._clock = clock
         self._store = risk_store
-        self._cache: LRUCache[str, _Attested] = LRUCache(cache_size)
-        self._lock = threading.Lock()
+        self._cache: LRU[str, _Attested] = LRU(cache_size)
 
     def posture(self, attestation: str | None, session: Session | None) -> str:
         """The device posture for this request (never raises for a bad attestation: "unknown")."""
@@ -116,8 +113,7 @@ class DevicePosture:
         """The verified attestation (cached until exp), or None when it is not valid."""
         now = self._clock()
         try:
-            with self._lock:
-                attested = self._cache[attestation]
+            attested = self._cache[attestation]
             if attested.exp > now:
                 return attested
         except KeyError:
@@ -138,8 +134,7 @@ class DevicePosture:
             )
         except (JWTRejected, ValueError):
             return None
-        with self._lock:
-            self._cache[attestation] = attested
+        self._cache[attestation] = attested
         return attested
 
 

@@ -24,14 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from cachetools import FIFOCache
-
 from ig_gate.errors import IgGateError
+from ig_gate.middleware.bounded import FIFO
 from ig_gate.middleware.profile import workload_profile
 
 OPERATION_TYPES = ("query", "mutation", "subscription")
@@ -123,9 +121,7 @@ class Classifier:
     def __init__(self, paths: Iterable[str], max_document_bytes: int, cache_size: int = 4096) -> None:
         self.paths = frozenset(paths)
         self.max_document_bytes = max_document_bytes
-        # lookups take no lock (a dict read); inserts and evictions (oldest first) do
-        self._cache: FIFOCache[bytes, tuple[str, str]] = FIFOCache(cache_size)
-        self._lock = threading.Lock()
+        self._cache: FIFO[bytes, tuple[str, str]] = FIFO(cache_size)  # lock-free reads, oldest evicted first
 
     def is_graphql(self, path: str) -> bool:
         """Whether requests to `path` are GraphQL requests (exact match with a configured path)."""
@@ -159,8 +155,7 @@ class Classifier:
             pass
         op = request_operation(method, query_string, body, content_type, self.max_document_bytes)
         kind = op, workload_profile(method, "", op, content_type)
-        with self._lock:
-            self._cache[key] = kind
+        self._cache[key] = kind
         return kind
 
 

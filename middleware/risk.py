@@ -13,14 +13,13 @@ SESSION or DEVICE: the gate re-decides the open connections of that session (mid
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from ig_gate.errors import IgGateError
+from ig_gate.middleware.bounded import Deadlines
 from ig_gate.middleware.settings import RISK_LEVELS
 
 log = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ RISK_RANK = {level: rank for rank, level in enumerate(RISK_LEVELS)}
 # what a device-compliance status may be: the CAEP statuses and the posture names themselves
 DEVICE_STATUSES = ("compliant", "not-compliant", "managed", "unmanaged", "untrusted", "jailbroken")
 
-_V = TypeVar("_V")
+_T = TypeVar("_T")
 # what a store announces to its listeners: (kind, key); RESYNC (key "") after a lost subscription
 SESSION, DEVICE, RESYNC = "session", "device", "resync"
 Listener = Callable[[str, str], None]
@@ -91,61 +90,6 @@ class Listeners:
                 log.exception("risk store listener failed for a %s change", kind)
 
 
-class _Bounded:
-    """A thread-safe dict of (value, monotonic deadline) with a size bound; reads take no lock."""
-
-    __slots__ = ("_clock", "_entries", "_lock", "_max", "_what")
-
-    def __init__(self, max_entries: int, clock: Callable[[], float], what: str) -> None:
-        if max_entries < 1:
-            raise ValueError(f"risk store: max_entries must be >= 1, got {max_entries}")
-        self._entries: OrderedDict[str, tuple[object, float]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max = max_entries
-        self._clock = clock
-        self._what = what
-
-    def get(self, key: str) -> object | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[1] > self._clock():
-            return entry[0]
-        with self._lock:
-            if self._entries.get(key) is entry:
-                del self._entries[key]
-        return None
-
-    def update(self, key: str, ttl_s: float, merge: Callable[[_V | None, float], _V]) -> None:
-        """Replace key's value by merge(live value or None, seconds left), under the lock.
-
-        A live entry's deadline is never shortened: the new deadline is the later of the two.
-        """
-        with self._lock:
-            now = self._clock()
-            old = self._entries.get(key)
-            live = old[0] if old is not None and old[1] > now else None
-            deadline = max(now + ttl_s, old[1]) if old is not None and live is not None else now + ttl_s
-            # replaced in place (never absent in between: lock-free readers must not miss a revocation)
-            self._entries[key] = (merge(live, deadline - now), deadline)  # type: ignore[arg-type]
-            self._entries.move_to_end(key)
-            if len(self._entries) > self._max:
-                self._evict(now)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _evict(self, now: float) -> None:
-        for key in [k for k, (_, deadline) in self._entries.items() if deadline <= now]:
-            del self._entries[key]
-        dropped = 0
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
-            dropped += 1
-        if dropped:
-            log.warning("risk store full: dropped %d live %s entries (oldest first)", dropped, self._what)
-
-
 class InMemoryRiskStore:
     """A bounded, TTL'd, thread-safe RiskStore for one process (monotonic clock for expiry)."""
 
@@ -158,9 +102,12 @@ class InMemoryRiskStore:
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"risk store: ttl_s must be > 0, got {ttl_s}")
+        if max_entries < 1:
+            raise ValueError(f"risk store: max_entries must be >= 1, got {max_entries}")
         self._ttl_s = ttl_s
-        self._sessions = _Bounded(max_entries, clock, "session")
-        self._devices = _Bounded(max_entries, clock, "device")
+        # lock-free reads that never miss an entry being replaced; a live deadline is never shortened
+        self._sessions: Deadlines[str, RiskOverride] = Deadlines(max_entries, clock)
+        self._devices: Deadlines[str, str] = Deadlines(max_entries, clock)
         self._listeners = Listeners()
 
     def subscribe(self, listener: Listener) -> None:
@@ -169,7 +116,7 @@ class InMemoryRiskStore:
 
     def get(self, session_key: str) -> RiskOverride | None:
         """The live override for a session key, or None."""
-        return self._sessions.get(session_key)  # type: ignore[return-value]
+        return self._sessions.get(session_key)
 
     def raise_risk(self, session_key: str, risk: str, *, reason: str, ttl_s: float | None = None) -> None:
         """Raise a session's risk to at least `risk` (never lowers); a revocation stays."""
@@ -181,8 +128,7 @@ class InMemoryRiskStore:
                 return RiskOverride(old.risk, old.revoked, old.reason, time.time() + left_s)
             return RiskOverride(risk, old is not None and old.revoked, reason, time.time() + left_s)
 
-        self._sessions.update(session_key, self._ttl(ttl_s), merge)
-        self._listeners.announce(SESSION, session_key)
+        self._write(self._sessions, session_key, ttl_s, merge, SESSION)
 
     def revoke(self, session_key: str, *, reason: str, ttl_s: float | None = None) -> None:
         """Mark a session revoked (its raised risk, if any, is kept)."""
@@ -190,23 +136,35 @@ class InMemoryRiskStore:
         def merge(old: RiskOverride | None, left_s: float) -> RiskOverride:
             return RiskOverride(old.risk if old is not None else None, True, reason, time.time() + left_s)
 
-        self._sessions.update(session_key, self._ttl(ttl_s), merge)
-        self._listeners.announce(SESSION, session_key)
+        self._write(self._sessions, session_key, ttl_s, merge, SESSION)
 
     def set_posture(self, device_key: str, posture: str, *, reason: str, ttl_s: float | None = None) -> None:
         """Record a device's latest compliance status; replaces the previous one."""
         if posture not in DEVICE_STATUSES:
             raise ValueError(f"risk store: device status must be one of {DEVICE_STATUSES}, got {posture!r}")
         log.info("device %s status %s (%s)", device_key, posture, reason)
-        self._devices.update(device_key, self._ttl(ttl_s), lambda _old, _left_s: posture)
-        self._listeners.announce(DEVICE, device_key)
+        self._write(self._devices, device_key, ttl_s, lambda _old, _left_s: posture, DEVICE)
 
     def get_posture(self, device_key: str) -> str | None:
         """The live compliance status for a device key, or None."""
-        return self._devices.get(device_key)  # type: ignore[return-value]
+        return self._devices.get(device_key)
 
     def __len__(self) -> int:
         return len(self._sessions) + len(self._devices)
+
+    def _write(
+        self,
+        entries: Deadlines[str, _T],
+        key: str,
+        ttl_s: float | None,
+        merge: Callable[[_T | None, float], _T],
+        kind: str,
+    ) -> None:
+        """entries[key] = merge(live value, seconds left) for ttl_s (the store's when None); announced."""
+        dropped = entries.update(key, self._ttl(ttl_s), merge)
+        if dropped:
+            log.warning("risk store full: dropped %d live %s entries (oldest first)", dropped, kind)
+        self._listeners.announce(kind, key)
 
     def _ttl(self, ttl_s: float | None) -> float:
         if ttl_s is None:

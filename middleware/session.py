@@ -16,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ig_gate.errors import IgGateError
+from ig_gate.middleware.bounded import LRU
 from ig_gate.middleware.jwks import JWKSet, JWTExpired, JWTRejected
 from ig_gate.middleware.risk import RISK_RANK, RiskOverride, RiskStore
 from ig_gate.middleware.settings import RISK_LEVELS, IdentitySettings
@@ -147,12 +146,8 @@ class SessionVerifier:
         self._leeway = float(identity.leeway_s)
         self._max_age = float(identity.stepup.max_age)
         self._use_tenant_header = identity.tenant_header is not None
-        # an LRU by token: lookups take no lock (each OrderedDict operation is atomic), inserts do
-        self._cache: OrderedDict[str, _Verified] | None = (
-            OrderedDict() if identity.token_cache_size > 0 else None
-        )
-        self._cache_size = identity.token_cache_size
-        self._lock = threading.Lock()
+        size = identity.token_cache_size  # verified tokens: lock-free reads, least recently used evicted
+        self._cache: LRU[str, _Verified] | None = LRU(size) if size > 0 else None
 
     def verify(self, token: str | None, tenant_header: str | None = None) -> Session:
         """The Session for token, or TokenError (missing/invalid/expired/revoked)."""
@@ -200,11 +195,9 @@ class SessionVerifier:
         if cache is None:
             return None
         try:
-            entry = cache[token]
-            cache.move_to_end(token)
-        except (KeyError, TypeError):  # evicted meanwhile; TypeError: not hashable, so never cached
+            return cache[token]
+        except (KeyError, TypeError):  # TypeError: not hashable, so never cached
             return None
-        return entry
 
     def _forget(self, token: str) -> None:
         if self._cache is not None:
@@ -228,10 +221,7 @@ class SessionVerifier:
             raise TokenInvalid("token claims malformed") from None
         cache = self._cache
         if cache is not None:
-            with self._lock:
-                cache[token] = entry
-                while len(cache) > self._cache_size:
-                    cache.popitem(last=False)
+            cache[token] = entry
         return entry
 
 

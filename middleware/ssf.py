@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,6 +56,7 @@ from ig_gate.middleware.asgi_body import (
     respond,
     respond_json,
 )
+from ig_gate.middleware.bounded import Deadlines
 from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.jwks import JWKSet, JWTRejected
 from ig_gate.middleware.risk import RISK_RANK, RiskStore
@@ -117,39 +116,22 @@ class ReplayGuard(Protocol):
 
 
 class MemoryReplayGuard:
-    """ReplayGuard for one process: bounded (the oldest claims go first when full), TTL'd."""
+    """ReplayGuard for one process: bounded (when full, lapsed claims go first, then the oldest), TTL'd."""
 
     def __init__(self, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> deadline
-        self._max = max_entries
-        self._clock = clock
-        self._lock = threading.Lock()
+        self._seen: Deadlines[str, bool] = Deadlines(max_entries, clock)
 
     def claim_once(self, key: str, ttl_s: float) -> bool:
         """True the first time key is claimed within ttl_s, False afterwards."""
-        now = self._clock()
-        with self._lock:
-            deadline = self._seen.get(key)
-            if deadline is not None and deadline > now:
-                return False
-            self._keep(key, now + ttl_s)
-            return True
+        return self._seen.add(key, True, ttl_s)
 
     def remember(self, key: str, ttl_s: float) -> None:
-        """Keep a claim for ttl_s from now."""
-        with self._lock:
-            self._keep(key, self._clock() + ttl_s)
-
-    def _keep(self, key: str, deadline: float) -> None:
-        self._seen[key] = deadline
-        self._seen.move_to_end(key)
-        while len(self._seen) > self._max:
-            self._seen.popitem(last=False)
+        """Keep a claim for (at least) ttl_s from now."""
+        self._seen.update(key, ttl_s, lambda _old, _left_s: True)
 
     def release(self, key: str) -> None:
         """Forget a claim."""
-        with self._lock:
-            self._seen.pop(key, None)
+        self._seen.pop(key)
 
 
 @dataclass(frozen=True, slots=True)
