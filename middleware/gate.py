@@ -216,27 +216,6 @@ class Gate:
             rollout, metrics, self._memo, self._evaluate, self._log_failure, self._log_candidate_failure
         )
 
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        metrics: GateMetrics | None = None,
-        policy: PolicySource | None = None,
-        risk_store: RiskStore | None = None,
-        ip_resolver: ClientIPResolver | None = None,
-        rollout: RolloutController | None = None,
-    ) -> Gate:
-        """The Gate alone, built by the composition root (middleware/compose.py `build_gate`, not started:
-        call start()); `policy`, `risk_store` and `ip_resolver` replace the defaults (the policy source the
-        settings name, an in-memory store, the `geo.*` trusted proxies) when given."""
-        from ig_gate.middleware.compose import build_gate  # compose builds Gates: imported when used
-
-        return build_gate(
-            settings, metrics=metrics, policy=policy, risk_store=risk_store, ip_resolver=ip_resolver,
-            rollout=rollout,
-        )
-
     # -- the request path ----------------------------------------------------------------------------
 
     def decide(self, request: GateRequest, session: Session | Authenticated | None = None) -> Decision:

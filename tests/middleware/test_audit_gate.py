@@ -1,4 +1,4 @@
-"""Audit of issue 3 through the real middleware and Gate.from_settings: the documented YAML keys, an https
+"""Audit of issue 3 through the real middleware and build_gate: the documented YAML keys, an https
 JWKS, trusted-proxy parsing, tenant isolation of the memo and caches, engine panics, the decision log CLI.
 """
 
@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from ig_gate.bundles.policy import PolicySnapshot, StaticPolicySource
 from ig_gate.middleware import Gate, ZeroTrustMiddleware
+from ig_gate.middleware.compose import build_gate
 from ig_gate.middleware.gate import GateRequest, verify_options
 from ig_gate.sidecar.cli import main as ig_gate_cli
 from tests.middleware.conftest import DE_IP, FR_IP, PROXY, US_IP, demo_app, query
@@ -117,7 +118,7 @@ def test_audit_https_jwks_from_settings_loads_and_an_unknown_kid_triggers_one_re
     )  # trust the IdP's certificate without the setting
     idp_https.serve(world.idp)
     settings = world.settings(identity={"jwks": idp_https.url, "jwks_min_refresh_interval_s": 0.5})
-    gate = Gate.from_settings(settings)
+    gate = build_gate(settings)
     gate.start()  # the key-set refresher: construction starts no thread
     try:
         key_set = gate.key_sets["identity"]
@@ -138,7 +139,7 @@ def test_audit_https_jwks_from_settings_loads_and_an_unknown_kid_triggers_one_re
 def test_audit_jwks_ca_file_is_trusted_for_an_https_jwks_url(world, idp_https):
     idp_https.serve(world.idp)
     settings = world.settings(identity={"jwks": idp_https.url, "jwks_ca_file": str(idp_https.cafile)})
-    gate = Gate.from_settings(settings)
+    gate = build_gate(settings)
     gate.start()  # the key-set refresher: construction starts no thread
     try:
         status = gate.key_sets["identity"].status
@@ -149,7 +150,7 @@ def test_audit_jwks_ca_file_is_trusted_for_an_https_jwks_url(world, idp_https):
 
 
 def test_audit_identity_keys_not_loaded_yet_fail_by_failure_mode_not_as_bad_tokens(world):
-    gate = Gate.from_settings(world.settings(identity={"jwks": f"https://127.0.0.1:{free_port()}/jwks.json"}))
+    gate = build_gate(world.settings(identity={"jwks": f"https://127.0.0.1:{free_port()}/jwks.json"}))
     try:
         assert _decide(gate, world.token()) == "error"  # 503 (fail closed), not "your token is invalid"
         assert gate.status()["ready"] is False
@@ -183,7 +184,7 @@ def test_audit_forwarded_source_setting_stops_a_client_forged_x_forwarded_for(wo
 
 
 def test_audit_trusted_hops_setting_locates_clients_when_there_is_no_peer_address(world):
-    gate = Gate.from_settings(world.settings(geo={"trusted_hops": 1}))
+    gate = build_gate(world.settings(geo={"trusted_hops": 1}))
     try:
         headers = {
             "content-type": JSON,
@@ -282,7 +283,7 @@ def test_audit_an_engine_panic_fails_closed_and_the_gate_keeps_serving(world, se
     foreign = _ForeignEngine()
     try:
         source = _Switch(_PanickingSnapshot(real, foreign))
-        client = serve(ZeroTrustMiddleware(demo_app(), gate=Gate.from_settings(settings, policy=source)))
+        client = serve(ZeroTrustMiddleware(demo_app(), gate=build_gate(settings, policy=source)))
         assert post(client, world.token()).status_code == 503
         assert post(client, world.token()).status_code == 503
         source.snapshot = real

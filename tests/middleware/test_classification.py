@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from ig_gate.middleware.gate import Gate, GateRequest
+from ig_gate.middleware.compose import build_gate
+from ig_gate.middleware.gate import GateRequest
 from ig_gate.middleware.graphql import GraphQLRequestError, payload_operation, request_operation
 from tests.middleware.conftest import World
 
@@ -226,7 +227,7 @@ def test_request_operation_decodes_get_parameters_as_a_server_does():
 
 
 def test_gate_classifies_only_configured_paths(world):
-    gate = Gate.from_settings(world.settings())
+    gate = build_gate(world.settings())
     try:
         body = json.dumps({"query": "{ a }"}).encode()
         headers = {"authorization": f"Bearer {world.token()}", "content-type": "application/json"}

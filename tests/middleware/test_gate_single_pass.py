@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from ig_gate.middleware.compose import build_gate
 from ig_gate.middleware.decision import Decision
 from ig_gate.middleware.gate import Gate, GateRequest
 from tests.middleware.conftest import World, query
@@ -17,7 +18,7 @@ DECIDED = "ig_gate_decisions_total"
 
 @pytest.fixture
 def gate(world: World) -> Iterator[Gate]:
-    built = Gate.from_settings(world.settings(decision_log={"path": None}))
+    built = build_gate(world.settings(decision_log={"path": None}))
     yield built
     built.close()
 

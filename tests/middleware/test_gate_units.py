@@ -13,6 +13,7 @@ from ig_gate.bundles.policy import PolicySnapshot, StaticPolicySource
 from ig_gate.geo.anomaly import TravelAnomalyDetector
 from ig_gate.geo.client_ip import ClientIPResolver
 from ig_gate.geo.lookup import GeoReader
+from ig_gate.middleware.compose import build_gate
 from ig_gate.middleware.decision import (
     DENY,
     STEPUP,
@@ -261,7 +262,7 @@ def test_an_unexpected_error_fails_by_mode_and_is_logged_without_its_message(wor
     from ig_gate.middleware.asgi import ZeroTrustMiddleware
     from tests.middleware.conftest import demo_app
 
-    gate = Gate.from_settings(world.settings(failure_mode=mode), policy=BrokenSource())
+    gate = build_gate(world.settings(failure_mode=mode), policy=BrokenSource())
     try:
         with (
             caplog.at_level("ERROR", logger="ig_gate.gate"),

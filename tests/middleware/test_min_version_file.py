@@ -3,12 +3,12 @@ closed (the world's signed example bundle is version 1.0.0)."""
 
 from __future__ import annotations
 
-from ig_gate.middleware.gate import Gate
+from ig_gate.middleware.compose import build_gate
 from tests.middleware.conftest import World
 
 
 def test_a_bundle_file_older_than_min_version_is_refused_and_the_gate_fails_closed(world: World) -> None:
-    gate = Gate.from_settings(world.settings(bundle={"min_version": "1.1"}))
+    gate = build_gate(world.settings(bundle={"min_version": "1.1"}))
     try:
         (problem,) = gate.status()["problems"]
         assert "older than bundle.min_version 1.1" in problem
@@ -18,7 +18,7 @@ def test_a_bundle_file_older_than_min_version_is_refused_and_the_gate_fails_clos
 
 
 def test_a_bundle_file_at_min_version_is_served(world: World) -> None:
-    gate = Gate.from_settings(world.settings(bundle={"min_version": "1.0.0"}))
+    gate = build_gate(world.settings(bundle={"min_version": "1.0.0"}))
     try:
         assert gate.status()["problems"] == [] and gate.policy.current().verified.version == "1.0.0"
     finally:

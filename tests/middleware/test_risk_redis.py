@@ -12,6 +12,7 @@ import redis
 from starlette.testclient import TestClient
 
 from ig_gate.middleware.asgi import ZeroTrustMiddleware
+from ig_gate.middleware.compose import build_gate
 from ig_gate.middleware.gate import Gate
 from ig_gate.middleware.risk import InMemoryRiskStore
 from ig_gate.middleware.risk_redis import RedisRiskStore, RiskStoreError, risk_store_from_settings, safe_url
@@ -193,7 +194,7 @@ def test_status_and_messages_never_show_the_redis_password():
 
 
 def _client(world: World, store: RedisRiskStore) -> tuple[TestClient, Gate]:
-    gate = Gate.from_settings(world.settings(), risk_store=store)
+    gate = build_gate(world.settings(), risk_store=store)
     return TestClient(ZeroTrustMiddleware(demo_app(), gate=gate), client=PEER), gate
 
 

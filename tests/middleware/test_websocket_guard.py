@@ -25,6 +25,7 @@ from ig_gate.bundles.archive import build_bundle
 from ig_gate.bundles.policy import PolicySnapshot, StaticPolicySource
 from ig_gate.bundles.signing import sign_bundle
 from ig_gate.middleware.asgi import ZeroTrustMiddleware
+from ig_gate.middleware.compose import build_gate
 from ig_gate.middleware.gate import Gate, verify_options
 from ig_gate.middleware.live import LiveConnections
 from ig_gate.middleware.risk import RiskStore
@@ -141,7 +142,7 @@ def serve(world: World, tmp_path: Path) -> Iterator[Any]:
             settings = world.settings(**overrides)
             source = StaticPolicySource(world.bundle_path, verify_options(settings))
             policy = SwappablePolicy(source.current())
-            gate = Gate.from_settings(settings, policy=policy, risk_store=risk_store)
+            gate = build_gate(settings, policy=policy, risk_store=risk_store)
             seen: list[dict[str, Any]] = []
             address = stack.enter_context(serve_in_thread(ZeroTrustMiddleware(echo_app(seen), gate=gate)))
             return Served(address, gate, seen, policy)

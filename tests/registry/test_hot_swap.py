@@ -22,7 +22,7 @@ from ig_gate.bundles.manager import BundleManager
 from ig_gate.bundles.signing import sign_bundle
 from ig_gate.bundles.verify import VerifyOptions
 from ig_gate.middleware.asgi import ZeroTrustMiddleware
-from ig_gate.middleware.gate import Gate
+from ig_gate.middleware.compose import build_gate
 from ig_gate.middleware.settings import settings_from_dict
 from tests.registry.kit import QUERY, build, publish
 from tests.support import tokens
@@ -125,7 +125,7 @@ def test_swaps_under_concurrent_http_requests_never_fail_and_each_answer_is_the_
     })
     manager = BundleManager(client, repo, "prod", VerifyOptions(key=trusted_key), tmp_path / "state",
                             clock=clock)
-    gate = Gate.from_settings(settings, policy=manager)
+    gate = build_gate(settings, policy=manager)
     app = ZeroTrustMiddleware(Starlette(routes=[Route("/graphql", echo, methods=["POST"])]), gate=gate)
     expected, archives = [], []
     for index in range(len(VERSIONS)):

@@ -27,7 +27,7 @@ from ig_gate.bundles.detached import sign_blob
 from ig_gate.bundles.registry import RegistryClient
 from ig_gate.bundles.signing import sign_bundle
 from ig_gate.middleware.asgi import ZeroTrustMiddleware
-from ig_gate.middleware.gate import Gate
+from ig_gate.middleware.compose import build_gate
 from ig_gate.middleware.settings import ConfigError, load_settings, settings_from_dict
 from tests.middleware.conftest import demo_app
 from tests.sidecar.test_ssf import RECEIVER, SECEVENT, TRANSMITTER, make_set, opaque
@@ -253,4 +253,4 @@ def test_the_gate_alone_refuses_a_registry_channel_it_could_not_start(tmp_path, 
     idp, transmitter = make_keypair("ES256", "idp"), make_keypair("ES256", "ssf-1")
     config = one_yaml(tmp_path, "127.0.0.1:9", "ig/policy", signer, idp, transmitter, "redis://127.0.0.1:9/0")
     with pytest.raises(ConfigError, match=r"bundle\.registry: .*compose"):
-        Gate.from_settings(load_settings(config))  # not a gate that fails closed forever without saying why
+        build_gate(load_settings(config))  # not a gate that fails closed forever without saying why

@@ -22,6 +22,7 @@ from ig_gate.bundles.registry import RegistryClient
 from ig_gate.bundles.rollout import IDLE, SHADOW, RolloutController
 from ig_gate.bundles.signing import sign_bundle
 from ig_gate.bundles.verify import VerifyOptions
+from ig_gate.middleware.compose import build_gate
 from ig_gate.middleware.gate import Gate, GateRequest
 from ig_gate.middleware.settings import Settings, settings_from_dict
 from tests.registry.kit import CountingClient
@@ -79,7 +80,7 @@ def world(tmp_path: Path, registry, signer, trusted_key, clock):
                                 clock=clock)
         controller = RolloutController(manager, settings.rollout)
         manager.on_candidate = controller.offer
-        gate = Gate.from_settings(settings, policy=manager, rollout=controller)
+        gate = build_gate(settings, policy=manager, rollout=controller)
         made.append((controller, gate))
         return manager, controller, gate
 

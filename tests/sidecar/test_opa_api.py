@@ -12,7 +12,7 @@ import pytest
 from opa_client import OpaClient
 from opa_client.errors import PolicyNotFoundError
 
-from ig_gate.middleware.compose import policy_wiring
+from ig_gate.middleware.compose import build_gate, policy_wiring
 from ig_gate.middleware.decision import verdict_from_result
 from ig_gate.middleware.gate import Gate, GateRequest
 from ig_gate.middleware.remote_pdp import RemotePolicySource
@@ -51,7 +51,7 @@ def opa(served: Served) -> Iterator[OpaClient]:
 
 @pytest.fixture
 def local_gate(world: World) -> Iterator[Gate]:
-    gate = Gate.from_settings(world.settings())
+    gate = build_gate(world.settings())
     yield gate
     gate.close()
 
@@ -118,7 +118,7 @@ def test_remote_pdp_source_decides_like_the_local_bundle(
     served: Served, local_gate: Gate, world: World
 ) -> None:
     remote = RemotePolicySource(served.admin_url)
-    remote_gate = Gate.from_settings(world.settings(), policy=remote)
+    remote_gate = build_gate(world.settings(), policy=remote)
     try:
         for expected, request in requests_for(world):
             local, asked = local_gate.decide(request), remote_gate.decide(request)
@@ -135,7 +135,7 @@ def test_remote_pdp_source_decides_like_the_local_bundle(
 
 def test_remote_pdp_that_is_down_fails_closed_and_says_why(world: World) -> None:
     remote = RemotePolicySource(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
-    gate = Gate.from_settings(world.settings(), policy=remote)
+    gate = build_gate(world.settings(), policy=remote)
     try:
         _, request = requests_for(world)[0]
         decision = gate.decide(request)

@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ig_gate.middleware.gate import Gate, GateRequest
+from ig_gate.middleware.compose import build_gate
+from ig_gate.middleware.gate import GateRequest
 from ig_gate.middleware.remote_pdp import RemotePolicySource
 from tests.middleware.conftest import REPO, US_IP, World, query
 from tests.sidecar.test_redis_paused import percentile
@@ -117,7 +118,7 @@ def test_decide_async_asks_the_remote_on_a_memo_miss_only_and_decides_like_decid
     pdp: Served, world: World
 ) -> None:
     remote = RemotePolicySource(pdp.admin_url)
-    gate = Gate.from_settings(world.settings(), policy=remote)
+    gate = build_gate(world.settings(), policy=remote)
     body = query().encode()
     request = GateRequest(
         "POST", "/graphql", b"", headers(world.token(sub="async-a")), "203.0.113.5", body
