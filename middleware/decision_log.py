@@ -3,11 +3,12 @@
 `DecisionLog.append()` (and `append_decision()`, the gate's entry without a dict) only
 puts the entry on a bounded deque (a full queue drops the entry and counts it; ~0.3 µs,
 where `queue.Queue.put_nowait` costs 1-7 µs against a busy writer thread). The writer (ChainWriter)
-serialises (orjson), redacts, chains and writes, ~5-12 µs a line, either in a child process fed compact
-tuples by a thread of this process (`writer="process"`, the default: decision_log_process.py) or in a
-daemon thread of this process (`writer="thread"`). The parts of a line are encoded one by one,
-and a dict or list logged again (the gate's memoized input documents and policy results) is encoded
-and checked for secrets once. Each line is one JSON object:
+serialises (orjson), redacts, chains and writes, either in a child process fed compact tuples by a
+thread of this process (`writer="process"`, the default: decision_log_process.py; the child and its
+feeder together ~7-10 µs a line, bench/decision_log_cpu.py) or in a daemon thread of this process
+(`writer="thread"`). The parts of a line are encoded one by one, and a dict or list logged again (the
+gate's memoized input documents and policy results) is encoded and checked for secrets once. Each line
+is one JSON object:
 
     {"decision_id", "path", "input", "result", "bundles": {"ig": {"revision"}} (the entry's
      "bundles", else built from its "revision"), "timestamp" (RFC 3339, UTC; the entry's
@@ -32,7 +33,6 @@ checks every chain in the directory. flock needs a local filesystem (not NFS).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import functools
@@ -45,8 +45,9 @@ import re
 import threading
 import time
 import uuid
+from binascii import hexlify
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -166,28 +167,37 @@ _PART_CACHE_SIZE = 1024
 
 class ObjectMemo:
     """Something derived from an object (its JSON, its reference number), kept per object identity: the
-    object is held with it, so its id is not reused while cached; cleared when full. For the gate's
-    memoized input documents and results, which are logged again and again and never change."""
+    object is held while cached, so no other object can have its id meanwhile; cleared when full. For
+    the gate's memoized input documents and results, which are logged again and again and never change."""
 
     def __init__(self, size: int = _PART_CACHE_SIZE) -> None:
         self._size = size
-        self._items: dict[int, tuple[Any, Any]] = {}
+        self._derived: dict[int, Any] = {}
+        self._held: list[Any] = []
 
     def get(self, value: Any) -> Any:
         """What was put for this very object, else None."""
-        cached = self._items.get(id(value))
-        return cached[1] if cached is not None and cached[0] is value else None
+        return self._derived.get(id(value))
 
-    def put(self, value: Any, derived: Any) -> None:
-        if len(self._items) >= self._size:
-            self._items.clear()
-        self._items[id(value)] = (value, derived)
+    def get_all(self, values: Iterable[Any]) -> list[Any]:
+        """get() of each value, as a list (one C-level pass: the writer process's feeder, per batch)."""
+        return list(map(self._derived.get, map(id, values)))
+
+    def put(self, value: Any, derived: Any) -> bool:
+        """Keep `derived` for `value`; True when the memo was full and cleared first."""
+        full = len(self._held) >= self._size
+        if full:
+            self.clear()
+        self._derived[id(value)] = derived
+        self._held.append(value)
+        return full
 
     def forget(self, value_id: int) -> None:
-        self._items.pop(value_id, None)
+        self._derived.pop(value_id, None)
 
     def clear(self) -> None:
-        self._items.clear()
+        self._derived.clear()
+        self._held.clear()
 
 
 def _dumps(value: Any) -> bytes:
@@ -236,10 +246,14 @@ class _Timestamps:
 
     def __call__(self, ts: float) -> bytes:
         second, micros = divmod(round(ts * 1_000_000), 1_000_000)
+        return b"%s%06dZ" % (self.date(second), micros)
+
+    def date(self, second: int) -> bytes:
+        """`YYYY-MM-DDTHH:MM:SS.` of an epoch second."""
         if second != self._second:
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.").encode()
             self._second = second
-        return b"%s%06dZ" % (self._prefix, micros)
+        return self._prefix
 
 
 def _package_version() -> str:
@@ -293,6 +307,24 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# an append_decision() line up to prev_hash's closing quote: decision id, the part from path to the
+# timestamp's opening quote, the timestamp's date and microseconds, the part from labels to prev_hash
+_DECISION_BODY = b'{"decision_id":%s%s%s%06dZ%s%s"'
+
+
+def _sealed(body: bytes) -> tuple[bytes, bytes]:
+    """The line from its body (up to prev_hash's closing quote) with entry_hash, the SHA-256 of the body
+    closed with `}`, and its newline; and the line's own hash (hex, without the newline), the next line's
+    prev_hash. The body is hashed once: both hashes go on from the same state (~1 µs a line less than
+    hashing the whole line again)."""
+    line_hash = hashlib.sha256(body)
+    entry_hash = line_hash.copy()
+    entry_hash.update(b"}")
+    tail = b',"entry_hash":"%s"}' % hexlify(entry_hash.digest())
+    line_hash.update(tail)
+    return b"%s%s\n" % (body, tail), hexlify(line_hash.digest())
+
+
 class ChainWriter:
     """Encodes, redacts, chains and writes lines to one open log file (the writer thread's or the writer
     process's part; see DecisionLog)."""
@@ -312,7 +344,8 @@ class ChainWriter:
         self._revisions: dict[str, bytes] = {}
         self._extras_cache: dict[tuple[Any, ...], bytes] = {}
         self._texts: dict[str, bytes] = {}
-        self._outcomes: dict[str, bytes] = {}
+        self._suffixes: dict[Any, bytes] = {}  # outcome -> the line from the labels to prev_hash's value
+        self._middles: dict[tuple[Any, ...], bytes] = {}  # (path, input, result, revision) -> its part
         self._timestamp = _Timestamps()
 
     def write(self, entries: list[tuple[Any, ...]]) -> tuple[int, int]:
@@ -321,7 +354,7 @@ class ChainWriter:
         for item in entries:
             try:
                 line, line_hash = self._line(*item) if len(item) == 2 else self._decision_line(*item)
-                self._file.write(line + b"\n")
+                self._file.write(line)
             except Exception:  # a bad entry or a full disk must not stop the writer
                 decision_id = item[1].get("decision_id") if len(item) == 2 else item[1]
                 log.exception("decision log %s: entry %s not written", self.path, decision_id)
@@ -331,7 +364,7 @@ class ChainWriter:
         return written, len(entries) - written
 
     def _line(self, ts: float, entry: Mapping[str, Any]) -> tuple[bytes, bytes]:
-        """One line without its newline, and its hash (the next line's prev_hash): the record's parts
+        """One line with its newline, and its hash (the next line's prev_hash): the record's parts
         encoded (and redacted) one by one."""
         get = entry.get
         bundles = get("bundles")
@@ -351,31 +384,85 @@ class ChainWriter:
     def _decision_line(
         self, ts: float, decision_id: str, path: str, input: Any, result: Any, revision: Any, outcome: str
     ) -> tuple[bytes, bytes]:
-        """_line for an append_decision() item; `input` and `result` may be _Encoded (the writer process)."""
-        try:
-            outcome_json = self._outcomes[outcome]
-        except (KeyError, TypeError):
-            outcome_json = self._extras({"outcome": outcome})
-            if type(outcome) is str and len(self._outcomes) < _PART_CACHE_SIZE:
-                self._outcomes[outcome] = outcome_json
-        return self._chained((
-            b'{"decision_id":', _redacted_json(decision_id), b',"path":', self._text(path),
-            b',"input":', self._part(input), b',"result":', self._part(result),
-            b',"bundles":', self._bundles_of(revision), b',"timestamp":"', self._timestamp(ts),
-            b'","labels":', self._labels_json, outcome_json,
+        """_line for an append_decision() item."""
+        middle = self._middle(path, self._part(input), self._part(result), revision)
+        second, micros = divmod(round(ts * 1_000_000), 1_000_000)
+        return _sealed(_DECISION_BODY % (
+            _redacted_json(decision_id), middle, self._timestamp.date(second), micros, self._suffix(outcome),
+            self._prev_hash,
         ))  # fmt: skip
 
+    def write_columns(self, columns: tuple[Any, ...], text_of: Callable[[Any], bytes]) -> tuple[int, int]:
+        """Write append_decision() items given column by column (times, decision ids, paths, inputs,
+        results, revisions, outcomes), the inputs and results as references that `text_of` turns into
+        their encoded, redacted JSON (the writer process): (written, failed). The same lines as write():
+        spliced from parts cached per (path, input, result, revision) and per outcome, written at once."""
+        middles, suffixes, dates, prev = self._middles, self._suffixes, self._timestamp.date, self._prev_hash
+        lines: list[bytes] = []
+        for ts, decision_id, path, document, result, revision, outcome in zip(*columns, strict=True):
+            try:
+                # letters, digits and "-" (the gate's ids): neither redacted (a bearer token has a space, a
+                # JWT dots) nor escaped in JSON
+                if type(decision_id) is str and decision_id.replace("-", "").isalnum():
+                    id_json = b'"%s"' % decision_id.encode()
+                else:
+                    id_json = _redacted_json(decision_id)
+                try:
+                    middle = middles[path, document, result, revision]
+                except (KeyError, TypeError):
+                    refs = (document, result)
+                    middle = self._middle(path, text_of(document), text_of(result), revision, refs)
+                try:
+                    suffix = suffixes[outcome]
+                except (KeyError, TypeError):
+                    suffix = self._suffix(outcome)
+                second, micros = divmod(round(ts * 1_000_000), 1_000_000)
+                body = _DECISION_BODY % (id_json, middle, dates(second), micros, suffix, prev)
+                line, line_hash = _sealed(body)
+            except Exception:  # a bad entry must not stop the writer
+                log.exception("decision log %s: entry %s not written", self.path, decision_id)
+                continue
+            lines.append(line)
+            prev = line_hash
+        written = len(lines)
+        if written:
+            try:
+                self._file.write(b"".join(lines))
+            except OSError:  # a full disk: the chain goes on from the last line written
+                log.exception("decision log %s: %d entries not written", self.path, written)
+                written = 0
+            else:
+                self._prev_hash = prev
+        return written, len(columns[0]) - written
+
+    def _middle(self, path: Any, input: bytes, result: bytes, revision: Any, refs: Any = None) -> bytes:
+        """The line from `,"path":` to the timestamp's opening quote; cached by (path, *refs, revision)
+        when `refs` (the writer process's references to the input and result) are given."""
+        middle = b"".join((
+            b',"path":', self._text(path), b',"input":', input, b',"result":', result,
+            b',"bundles":', self._bundles_of(revision), b',"timestamp":"',
+        ))  # fmt: skip
+        # only str paths and str or null revisions: equal keys (1 == 1.0 == True) must mean equal JSON
+        if refs is not None and type(path) is str and (revision is None or type(revision) is str):
+            if len(self._middles) >= _PART_CACHE_SIZE:
+                self._middles.clear()
+            self._middles[(path, *refs, revision)] = middle
+        return middle
+
+    def _suffix(self, outcome: Any) -> bytes:
+        """The line from the timestamp's closing quote to prev_hash's value: labels and outcome."""
+        try:
+            return self._suffixes[outcome]
+        except (KeyError, TypeError):
+            outcome_json = self._extras({"outcome": outcome})
+            suffix = b'","labels":%s%s,"prev_hash":"' % (self._labels_json, outcome_json)
+        if type(outcome) is str and len(self._suffixes) < _PART_CACHE_SIZE:
+            self._suffixes[outcome] = suffix
+        return suffix
+
     def _chained(self, parts: tuple[bytes, ...]) -> tuple[bytes, bytes]:
-        """The line from its parts: prev_hash added, then entry_hash over all of that; and the line's own
-        hash (hex), which is the next line's prev_hash. The body is hashed once: both hashes go on from
-        the same state (~1 µs a line less than hashing the whole line again)."""
-        body = b"".join((*parts, b',"prev_hash":"', self._prev_hash, b'"'))
-        line_hash = hashlib.sha256(body)
-        entry_hash = line_hash.copy()
-        entry_hash.update(b"}")  # the entry's hash covers the line up to here, closed
-        tail = b"".join((b',"entry_hash":"', entry_hash.hexdigest().encode(), b'"}'))
-        line_hash.update(tail)
-        return body + tail, line_hash.hexdigest().encode()
+        """The line from its parts, prev_hash and entry_hash added; and the line's own hash (_sealed)."""
+        return _sealed(b"".join((*parts, b',"prev_hash":"', self._prev_hash, b'"')))
 
     def _text(self, value: Any) -> bytes:
         """_redacted_json for values that repeat (paths), cached."""
@@ -391,8 +478,6 @@ class ChainWriter:
         """_redacted_json(value), encoded once per object: the gate logs the same memoized input
         document and policy result for many decisions (a cached object is kept alive, so its id is not
         reused while cached; logged values never change, see append())."""
-        if type(value) is _Encoded:
-            return value.text
         if type(value) is not dict and type(value) is not list:
             return _redacted_json(value)
         text = self._parts.get(value)
@@ -438,15 +523,6 @@ class ChainWriter:
         self._file.close()
 
 
-class _Encoded:
-    """A part already encoded and redacted (the writer process's cache of the serving process's documents)."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: bytes) -> None:
-        self.text = text
-
-
 class DecisionLog:
     """Append decisions without blocking; a background writer encodes and writes the chained JSON lines.
 
@@ -462,9 +538,10 @@ class DecisionLog:
     (both on any thread; GateMetrics.decision_log_dropped / decision_log_written fit). With the writer
     process they follow the child's shared counters, read each time the feeding thread looks (at the
     latest every `POLL_S`) and on flush/close.
-    The writer is woken once `WAKE_AT` entries are queued and otherwise looks every `POLL_S`
-    (so an entry reaches the file within about POLL_S, and a busy server wakes it once per
-    WAKE_AT entries instead of once per entry); it takes at most `max_batch` entries at a time
+    The writer is woken once `WAKE_AT` entries are queued (the writer process's feeder: a full batch,
+    `max_batch`, as each of its wake-ups costs a futex, a pipe write and the child's wake-up) and otherwise
+    looks every `POLL_S` (so an entry reaches the file within about POLL_S, and a busy server wakes it
+    once per WAKE_AT entries instead of once per entry); it takes at most `max_batch` entries at a time
     and lets the serving threads have the GIL in between. It flushes whenever the queue runs
     empty, at the latest every `flush_interval_s` while busy, and on close() (which also fsyncs).
     """
@@ -497,6 +574,7 @@ class DecisionLog:
         all_labels.update(labels or {})
         self._flush_interval_s = flush_interval_s
         self._max_batch = max_batch or (32 if self.writer == "thread" else 256)
+        self._wake_at = WAKE_AT if self.writer == "thread" else self._max_batch
         self.dropped = 0
         self.written = 0
         self._closed = False
@@ -534,7 +612,7 @@ class DecisionLog:
         pending = self._pending
         if not self._closed and len(pending) < self._queue_size:
             pending.append(item)
-            if len(pending) == WAKE_AT:
+            if len(pending) == self._wake_at:
                 self._wake.set()
             return True
         self._count_drop()
@@ -550,12 +628,12 @@ class DecisionLog:
                 self._report(*sink.poll())
                 self._wake.wait(min(POLL_S, self._flush_interval_s))
                 continue
-            entries: list[tuple[Any, ...]] = []
+            popleft = pending.popleft
+            entries: list[Any] = [popleft() for _ in range(min(len(pending), self._max_batch))]
             barriers: list[_Barrier] = []
-            with contextlib.suppress(IndexError):
-                while len(entries) < self._max_batch:
-                    item = pending.popleft()
-                    (barriers if isinstance(item, _Barrier) else entries).append(item)
+            if _Barrier in set(map(type, entries)):
+                barriers = [item for item in entries if type(item) is _Barrier]
+                entries = [item for item in entries if type(item) is not _Barrier]
             stop = any(barrier.stop for barrier in barriers)
             try:
                 self._report(*sink.write(entries))
@@ -572,7 +650,8 @@ class DecisionLog:
                 for _ in range(len(pending)):  # appended while close() ran
                     self._count_drop()
                 return
-            time.sleep(0)  # the GIL goes to a serving thread between batches
+            if pending:
+                time.sleep(0)  # the GIL goes to a serving thread between batches
 
     def _report(self, written: int, dropped: int) -> None:
         if written:

@@ -1,15 +1,18 @@
 """The decision log's writer process: the serving process forwards compact tuples, a child writes the chain.
 
 The serving process (WriterProcess, driven by DecisionLog's feeding thread) turns each batch of queued
-entries into one frame on the child's stdin pipe: `<header><marshal payload>`. A dict or list logged
-again (the gate's memoized input documents and policy results) is sent once as JSON and then by number;
-other values are sent as JSON (unredacted: the child redacts, as the writer thread does). The pipe is
-non-blocking for the serving threads: while it is full (the child is behind) the feeding thread waits
-and entries stay in DecisionLog's bounded queue, where new ones are dropped and counted once it is full.
+entries into one frame on the child's stdin pipe: `<header><marshal payload>`, the gate's entries column
+by column (a few C-level passes per batch, no Python work per entry beyond the queue's). A dict or list
+logged again (the gate's memoized input documents and policy results) is sent once as JSON and then by
+number; other values are sent as JSON (unredacted: the child redacts, as the writer thread does). The
+pipe is non-blocking for the serving threads: while it is full (the child is behind) the feeding thread
+waits and entries stay in DecisionLog's bounded queue, where new ones are dropped and counted once it is
+full.
 
 The child (`python -m ig_gate.middleware.decision_log_process PATH`) inherits the writer slot's file
 descriptor, so the slot's flock stays held by the serving process across child restarts, and runs
-ChainWriter: it redacts, encodes, chains and writes each frame, flushes after each frame (a killed child
+ChainWriter: it redacts, encodes, chains and writes each frame (ChainWriter.write_columns: a line is
+spliced from parts cached per document number, one SHA-256 pass), flushes after each frame (a killed child
 loses no line it counted), fsyncs on a sync frame and at end of input, and publishes its counts (written,
 failed, last flush number) in a shared memory page the parent reads when it polls.
 
@@ -40,15 +43,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
-
 from ig_gate.middleware.decision_log import (
-    _PART_CACHE_SIZE,
     POLL_S,
     ChainWriter,
     ObjectMemo,
     _dumps,
-    _Encoded,
     _may_hold_secret,
     redact,
 )
@@ -77,6 +76,7 @@ class WriterProcess:
         self._pipe = -1
         self._refs = ObjectMemo()  # object -> the number the child knows it by
         self._numbers = itertools.count(1)
+        self._floor = 1  # the lowest number the cache may still hold: the child may forget those below
         self._flushes = itertools.count(1)
         self._sent = 0  # entries sent to the current child
         self._seen = (0, 0)  # its counts already reported
@@ -139,12 +139,12 @@ class WriterProcess:
         if self._child is None:  # dead, not restarted yet
             return written, dropped + len(entries)
         defined: list[int] = []
-        items, failed = self._items(entries, defined)
-        if items and not self._send(_marshalled(items), 0, 0):
+        payload, sent, failed = self._frame(entries, defined)
+        if sent and not self._send(payload, 0, 0):
             for key in defined:  # the child never saw them
                 self._refs.forget(key)
-            return written, dropped + failed + len(items)
-        self._sent += len(items)
+            return written, dropped + failed + sent
+        self._sent += sent
         return written, dropped + failed
 
     def poll(self) -> tuple[int, int]:
@@ -189,36 +189,88 @@ class WriterProcess:
 
     # -- frames -----------------------------------------------------------------------------------
 
-    def _items(self, entries: list[tuple[Any, ...]], defined: list[int]) -> tuple[list[tuple[Any, ...]], int]:
-        """The entries as marshal-able tuples, and how many could not be encoded (logged)."""
-        items: list[tuple[Any, ...]] = []
-        failed = 0
-        for entry in entries:
-            try:
-                if len(entry) == 2:
-                    items.append((entry[0], _dumps(entry[1])))
-                else:
-                    ts, decision_id, path, document, result, revision, outcome = entry
-                    item = (ts, decision_id, path, self._ref(document, defined), self._ref(result, defined),
-                            revision, outcome)  # fmt: skip
-                    items.append(item)
-            except Exception:
-                log.exception("decision log %s: entry %s not written", self.path, _decision_id(entry))
-                failed += 1
-        return items, failed
+    def _frame(
+        self, entries: list[tuple[Any, ...]], defined: list[int], retry: bool = True
+    ) -> tuple[bytes, int, int]:
+        """The batch as one marshalled payload `(definitions, segments, floor)`; with how many entries it
+        holds and how many could not be encoded (logged). Definitions are `(number, JSON)` of the dicts
+        and lists logged for the first time; a segment is a run of append_decision() items as a tuple of
+        columns (inputs and results by number; other values as JSON), or a run of append() items as a
+        list of `(time, JSON of the entry)`; after the frame the child may forget numbers below `floor`
+        (this frame may still use some: it looked them up before the cache was cleared)."""
+        definitions: list[tuple[int, bytes]] = []
+        segments: list[Any] = []
+        sent = failed = 0
+        for kind, run in itertools.groupby(entries, len):
+            run = list(run)
+            segment, bad = self._entries(run) if kind == 2 else self._columns(run, definitions, defined)
+            segments.append(segment)
+            sent, failed = sent + len(run) - bad, failed + bad
+        try:
+            return marshal.dumps((definitions, segments, self._floor)), sent, failed
+        except ValueError:  # a value marshal refuses (another type): such entries go as append() items
+            if not retry:
+                raise
+            for key in defined:
+                self._refs.forget(key)
+            defined.clear()
+            entries = [
+                _as_entry(entry) if len(entry) == 7 and not _marshals(entry) else entry for entry in entries
+            ]
+            return self._frame(entries, defined, retry=False)
 
-    def _ref(self, value: Any, defined: list[int]) -> Any:
-        """A dict or list by number (the first time `(number, its JSON)`); anything else as JSON."""
-        if type(value) is not dict and type(value) is not list:
-            return _dumps(value)
-        known = self._refs.get(value)
-        if known is not None:
-            return known
-        text = _dumps(value)
-        number = next(self._numbers)
-        self._refs.put(value, number)
-        defined.append(id(value))
-        return (number, text)
+    def _entries(self, run: list[tuple[Any, ...]]) -> tuple[list[tuple[float, bytes]], int]:
+        """append() items as (time, JSON of the entry), and how many could not be encoded."""
+        items = []
+        for ts, entry in run:
+            try:
+                items.append((ts, _dumps(entry)))
+            except Exception:
+                decision_id = entry.get("decision_id") if isinstance(entry, Mapping) else None
+                log.exception("decision log %s: entry %s not written", self.path, decision_id)
+        return items, len(run) - len(items)
+
+    def _columns(
+        self, run: list[tuple[Any, ...]], definitions: list[tuple[int, bytes]], defined: list[int]
+    ) -> tuple[tuple[Any, ...], int]:
+        """append_decision() items as seven columns, and how many could not be encoded."""
+        columns = list(zip(*run, strict=True))
+        bad: set[int] = set()
+        for column in (3, 4):
+            refs = self._refs.get_all(columns[column])
+            if None in refs:  # logged for the first time, or not a dict or list
+                self._define(columns[column], refs, definitions, defined, bad)
+            columns[column] = refs
+        if bad:
+            columns = [[value for i, value in enumerate(column) if i not in bad] for column in columns]
+        return tuple(columns), len(bad)
+
+    def _define(
+        self, values: tuple[Any, ...], refs: list[Any], definitions: list[tuple[int, bytes]],
+        defined: list[int], bad: set[int],
+    ) -> None:
+        """Fill in `refs` where None: a dict or list gets a number (defined once, with its JSON), anything
+        else goes as JSON; the index of a value that cannot be encoded goes to `bad` (logged)."""
+        for i, ref in enumerate(refs):
+            if ref is not None:
+                continue
+            value = values[i]
+            try:
+                if type(value) is not dict and type(value) is not list:
+                    refs[i] = _dumps(value)
+                    continue
+                number = self._refs.get(value)  # defined earlier in this batch
+                if number is None:
+                    text = _dumps(value)
+                    number = next(self._numbers)
+                    if self._refs.put(value, number):  # cleared first: the numbers below are gone
+                        self._floor = number
+                    defined.append(id(value))
+                    definitions.append((number, text))
+                refs[i] = number
+            except Exception:
+                log.exception("decision log %s: an entry not written (its input or result)", self.path)
+                bad.add(i)
 
     def _send(self, payload: bytes, flags: int, number: int) -> bool:
         """Write one frame, waiting while the pipe is full (this is the feeding thread: requests queue
@@ -240,91 +292,69 @@ class WriterProcess:
 FLUSH_WAIT_S = 30.0  # the longest a flush waits for the child (the caller's own timeout is shorter)
 
 
-def _marshalled(items: list[tuple[Any, ...]]) -> bytes:
-    """The batch in marshal's format; an entry with values marshal refuses (other types) goes as JSON."""
+def _marshals(entry: tuple[Any, ...]) -> bool:
+    """Whether an append_decision() item's values other than its input and result marshal."""
     try:
-        return marshal.dumps(items)
-    except ValueError:
-        return marshal.dumps([
-            item if _marshals(item) else (item[0], _dumps(_as_entry(item)))
-            for item in items
-        ])
-
-
-def _marshals(item: tuple[Any, ...]) -> bool:
-    try:
-        marshal.dumps(item)
+        marshal.dumps(entry[:3] + entry[5:])
     except ValueError:
         return False
     return True
 
 
-def _as_entry(item: tuple[Any, ...]) -> dict[str, Any]:
-    ts, decision_id, path, document, result, revision, outcome = item
-    return {
+def _as_entry(entry: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An append_decision() item as the append() item that is written as the same line."""
+    ts, decision_id, path, document, result, revision, outcome = entry
+    return (ts, {
         "decision_id": decision_id, "path": path, "input": document, "result": result,
         "revision": revision, "outcome": outcome, "timestamp": ts,
-    }  # fmt: skip
-
-
-def _decision_id(item: tuple[Any, ...]) -> Any:
-    return item[1].get("decision_id") if len(item) == 2 and isinstance(item[1], Mapping) else item[1]
+    })  # fmt: skip
 
 
 # -- the child ----------------------------------------------------------------------------------------
 
 
-def _redacted(text: bytes) -> _Encoded:
+def _redacted(text: bytes) -> bytes:
     """JSON from the serving process, redacted as _redacted_json would (decoded only when a hint is seen)."""
     if _may_hold_secret(text):
         text = _dumps(redact(json.loads(text)))
-    return _Encoded(text)
+    return text
 
 
 class _Documents:
-    """The child's documents by number: the parent's cache holds at most _PART_CACHE_SIZE of the latest."""
+    """The child's documents by number, as many as the parent's cache holds (it says which to forget)."""
 
     def __init__(self) -> None:
-        self._texts: dict[int, _Encoded] = {}
-        self._latest = 0
+        self._texts: dict[int, bytes] = {}
+        self._floor = 0
 
-    def resolve(self, ref: Any) -> _Encoded:
-        if type(ref) is int:
-            return self._texts[ref]
-        if type(ref) is bytes:
-            return _redacted(ref)
-        number, text = ref
-        encoded = self._texts[number] = _redacted(text)
-        self._latest = number
-        if len(self._texts) > 2 * _PART_CACHE_SIZE:
-            floor = number - _PART_CACHE_SIZE
+    def define(self, definitions: list[tuple[int, bytes]]) -> None:
+        for number, text in definitions:
+            self._texts[number] = _redacted(text)
+
+    def forget_below(self, floor: int) -> None:
+        if floor > self._floor:
+            self._floor = floor
             self._texts = {k: v for k, v in self._texts.items() if k >= floor}
-        return encoded
+
+    def text(self, ref: Any) -> bytes:
+        """A document's redacted JSON: by number, or sent as JSON."""
+        return self._texts[ref] if type(ref) is int else _redacted(ref)
 
 
-def _loads(text: bytes) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # integers beyond 64 bits
-        return json.loads(text)
-
-
-def _entries(path: Path, items: list[Any], documents: _Documents) -> tuple[list[tuple[Any, ...]], int]:
-    """The frame's items as ChainWriter entries, and how many could not be read (logged)."""
-    out: list[tuple[Any, ...]] = []
-    failed = 0
-    for item in items:
-        try:
-            if len(item) == 2:
-                out.append((item[0], _loads(item[1])))
-            else:
-                ts, decision_id, path_, document, result, revision, outcome = item
-                out.append((ts, decision_id, path_, documents.resolve(document), documents.resolve(result),
-                            revision, outcome))  # fmt: skip
-        except Exception:
-            log.exception("decision log %s: an entry could not be read", path)
-            failed += 1
-    return out, failed
+def _write_frame(chain: ChainWriter, documents: _Documents, payload: bytes) -> tuple[int, int]:
+    """Write one frame's entries: (written, failed)."""
+    definitions, segments, floor = marshal.loads(payload)
+    documents.define(definitions)
+    written = failed = 0
+    for segment in segments:
+        if type(segment) is tuple:  # append_decision() items, column by column
+            done, bad = chain.write_columns(segment, documents.text)
+        else:
+            # the json module: orjson would read integers beyond 64 bits as floats (append() is rare)
+            done, bad = chain.write([(ts, json.loads(text)) for ts, text in segment])
+        written, failed = written + done, failed + bad
+    documents.forget_below(floor)
+    return written, failed
 
 
 def _read(stream: BinaryIO, size: int) -> bytes | None:
@@ -348,9 +378,8 @@ def main(argv: list[str]) -> int:
         if payload is None:
             break
         if payload:
-            batch, unread = _entries(path, marshal.loads(payload), documents)
-            done, bad = chain.write(batch)
-            written, failed = written + done, failed + bad + unread
+            done, bad = _write_frame(chain, documents, payload)
+            written, failed = written + done, failed + bad
         chain.flush(sync=bool(flags & SYNC))
         flushed = number if flags & FLUSH else flushed
         COUNTS.pack_into(counts, 0, written, failed, flushed)
