@@ -539,7 +539,8 @@ class DecisionLog:
     process they follow the child's shared counters, read each time the feeding thread looks (at the
     latest every `POLL_S`) and on flush/close.
     The writer is woken once `WAKE_AT` entries are queued (the writer process's feeder: a full batch,
-    `max_batch`, as each of its wake-ups costs a futex, a pipe write and the child's wake-up) and otherwise
+    `max_batch`, as each of its wake-ups costs a futex, a pipe write and the child's wake-up; at most half
+    of `queue_size`) and otherwise
     looks every `POLL_S` (so an entry reaches the file within about POLL_S, and a busy server wakes it
     once per WAKE_AT entries instead of once per entry); it takes at most `max_batch` entries at a time
     and lets the serving threads have the GIL in between. It flushes whenever the queue runs
@@ -574,7 +575,8 @@ class DecisionLog:
         all_labels.update(labels or {})
         self._flush_interval_s = flush_interval_s
         self._max_batch = max_batch or (32 if self.writer == "thread" else 256)
-        self._wake_at = WAKE_AT if self.writer == "thread" else self._max_batch
+        # at the latest when half the queue is taken, so that a small queue does not fill between looks
+        self._wake_at = max(1, min(WAKE_AT if self.writer == "thread" else self._max_batch, queue_size // 2))
         self.dropped = 0
         self.written = 0
         self._closed = False

@@ -142,3 +142,16 @@ def test_a_document_looked_up_before_the_cache_was_cleared_is_known_to_the_child
     feeder.close(0)
     assert spliced_path.read_bytes() == reference_path.read_bytes()
     assert verify_chain(spliced_path).entries == 1023 + 1102
+
+
+@pytest.mark.parametrize(("writer", "queue_size", "wake_at"), [("process", 10_000, 256), ("process", 100, 50),
+                                                                ("thread", 10_000, 64), ("thread", 3, 1)])
+def test_the_writer_is_woken_by_a_full_batch_or_half_the_queue(tmp_path, writer, queue_size, wake_at) -> None:
+    log = DecisionLog(tmp_path / "d.jsonl", writer=writer, queue_size=queue_size, autostart=False)
+    for i in range(wake_at - 1):
+        log.append_decision(f"d-{i}", "ig/zt/decision", HOT[0], RESULTS[0], "rev-1", "allow")
+    assert not log._wake.is_set()  # the process feeder: one wake-up a batch, not one per 64 entries
+    log.append_decision("d-last", "ig/zt/decision", HOT[0], RESULTS[0], "rev-1", "allow")
+    assert log._wake.is_set()
+    log.close()
+    assert verify_chain(log.path).entries == wake_at
