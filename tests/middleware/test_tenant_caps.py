@@ -12,7 +12,9 @@ import redis
 
 from ig_gate.middleware.asgi import ZeroTrustMiddleware
 from ig_gate.middleware.caps import TenantCaps
-from ig_gate.middleware.settings import TenantSettings
+from ig_gate.middleware.decision import TOO_MANY, UNAUTHENTICATED, Decision
+from ig_gate.middleware.responses import Responses
+from ig_gate.middleware.settings import StepUpSettings, TenantSettings
 from tests.middleware.conftest import World, call_asgi, demo_app, query
 from tests.support.procs import free_port
 from tests.support.redis_server import redis_server
@@ -118,3 +120,28 @@ def test_caps_keep_enforcing_locally_when_redis_is_unreachable() -> None:
     admitted = sum(caps.take("acme", "read") for _ in range(50))
     assert 10 <= admitted <= 12  # the one-second burst, then refused
     assert caps.refused[("acme", "read")] == 50 - admitted
+
+
+@pytest.mark.parametrize("graphql", [False, True])
+def test_a_refusal_body_encoded_once_still_carries_each_requests_own_decision_id(graphql: bool) -> None:
+    """Responses.http encodes each kind of refusal once and splices the decision id in: every answer must
+    still be the JSON of its own decision (an id needing escapes, a detail that looks like the splice
+    mark)."""
+    responses = Responses(StepUpSettings())
+    over = Decision(TOO_MANY, ("tenant_over_cap",), "a1-1", None, False, graphql, detail="over its cap")
+    odd = Decision(UNAUTHENTICATED, ("token_invalid",), "a1-2", None, False, graphql, None, "invalid",
+                   'bad "\x00decision-id\x00" token')
+    for decision in (over, over._replace(decision_id='a1-"2\\é'), odd, odd._replace(decision_id="a1-3")):
+        status, headers, payload = responses.http(decision)
+        body = json.loads(payload)
+        if graphql:
+            error = body["errors"][0]
+            assert error["extensions"]["decision_id"] == decision.decision_id
+            assert error["message"].endswith(decision.detail)
+        else:
+            assert (body["decision_id"], body["reason"]) == (decision.decision_id, decision.detail)
+        named = dict(headers)
+        assert named[b"content-length"] == str(len(payload)).encode()
+        assert status == (429 if decision.outcome == TOO_MANY else 401)
+        assert (b"retry-after" in named) == (decision.outcome == TOO_MANY)
+        assert (b"www-authenticate" in named) == (decision.outcome == UNAUTHENTICATED)
