@@ -120,6 +120,7 @@ class _Trace:
     headers: HeaderMap | None = None  # the request's headers, once read (the ones its token came from)
 
 
+HeaderGet = Callable[[bytes], bytes | None]  # HeaderMap.get, bound once per request
 Authenticated = _Trace  # a request whose token verified (Gate.begin), decided next by decide()
 # (input key, verdict or None when the remote failed, input document): what decide_async awaited for an
 # input; key None answers any input (the last pass of an input that kept changing)
@@ -326,7 +327,9 @@ class Gate:
 
     def _decide(self, request: GateRequest, trace: _Trace, whole: bool) -> Decision | Authenticated:
         """Authenticate first (nothing of the request is parsed, nothing of it cached before the token
-        verifies), then classify, then the signals and the policy; with whole=False stop at the trace."""
+        verifies), then classify, then the signals and the policy's verdict; with whole=False stop at the
+        trace. The steps are methods called once each, handed what they need as arguments (no per-request
+        object beyond the trace)."""
         headers = trace.headers
         if headers is None:  # read once per request (begin() read them for the request it authenticated)
             headers = request.headers
@@ -361,6 +364,12 @@ class Gate:
             op, trace.profile = UNKNOWN, workload_profile(method, "", UNKNOWN, media)
         if not self.workload.admit(session.tenant, trace.profile, request.path):
             return self._refusal(TOO_MANY, "tenant_over_cap", "tenant over its request cap", trace)
+        anomaly = self._signals(request, get, session, trace)
+        return self._policy(request, session, trace, op, purpose, anomaly)
+
+    def _signals(self, request: GateRequest, get: HeaderGet, session: Session, trace: _Trace) -> bool:
+        """The request's signals besides the session (`get`: its headers' get): device posture and country
+        (kept in trace), and whether the subject's travel is anomalous (returned)."""
         forwarded_for, forwarded = get(X_FORWARDED_FOR), get(FORWARDED)
         client = self.ip_resolver.resolve(
             request.peer,
@@ -372,8 +381,7 @@ class Gate:
         attestation = get(self._device_header)
         if attestation is not None:
             attestation = ascii_or_none(attestation)
-        posture, device_reason = self.devices.assess(attestation, session)
-        trace.posture = posture
+        trace.posture, device_reason = self.devices.assess(attestation, session)
         if device_reason is not None:
             trace.device_reason = device_reason
             self.metrics.device_attestation_refused(device_reason)
@@ -384,6 +392,19 @@ class Gate:
                 self._report_anomaly(session, country)
         elif self._flagged:
             self._flagged.pop(session.subject, None)
+        return anomaly
+
+    def _policy(
+        self,
+        request: GateRequest,
+        session: Session,
+        trace: _Trace,
+        op: str,
+        purpose: str | None,
+        anomaly: bool,
+    ) -> Decision:
+        """The policy's verdict for the request's input (memoized, or in a rollout compared with the
+        candidate's), as the Decision."""
         snapshot = self.policy.current()
         revision = trace.revision = snapshot.revision if snapshot is not None else None
         # the memo key starts with the bundle's digest: two bundles never share entries, even when
@@ -391,7 +412,8 @@ class Gate:
         digest = snapshot.digest if snapshot is not None else None
         key = trace.input = (
             digest, session.tenant, session.risk, session.acr, session.auth_age_s, session.subject,
-            session.stepup_satisfied, posture, country, anomaly, request.method, request.path, op, purpose,
+            session.stepup_satisfied, trace.posture, trace.country, anomaly, request.method, request.path, op,
+            purpose,
         )  # fmt: skip
         if snapshot is None:
             return self._failure("no_bundle", None, trace)
