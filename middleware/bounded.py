@@ -3,8 +3,9 @@ gate's caches and stores.
 
 - `FIFO`: when full, the oldest inserted entry goes (the GraphQL classifier; the decision memo, whose
   entries all live equally long, so that insertion order is expiry order).
-- `LRU`: a read (`m[k]`) makes k the newest; when full, the least recently used goes (verified tokens,
-  device attestations).
+- `LRU`: a read (`m[k]`) makes k the newest; when full, the least recently used goes (device attestations).
+  Its read is a Python method (~0.06 us more than a FIFO's): the hottest LRU, the verified-token cache, is a
+  FIFO whose reader moves a hit to the end itself (`m[k]`, then `m.move_to_end(k)`: the same policy).
 - `Deadlines`: each entry lives until its own deadline; when full, the expired go first, then the oldest
   written (the risk store's sessions and devices, the SSF replay guard).
 

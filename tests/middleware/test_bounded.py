@@ -39,6 +39,15 @@ def test_fifo_evicts_the_oldest_inserted_and_reads_do_not_reorder():
         fifo["a"]
 
 
+def test_a_fifo_whose_reader_moves_hits_to_the_end_evicts_the_least_recently_used():
+    tokens: FIFO[str, int] = FIFO(2)  # the verified-token cache's LRU at C speed (middleware/session.py)
+    tokens["a"], tokens["b"] = 1, 2
+    assert tokens["a"] == 1
+    tokens.move_to_end("a")
+    tokens["c"] = 3
+    assert list(tokens) == ["a", "c"]
+
+
 def test_lru_evicts_the_least_recently_read_and_a_miss_is_a_key_error():
     lru: LRU[str, int] = LRU(3)
     for i, key in enumerate("abc"):
