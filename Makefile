@@ -9,11 +9,12 @@ DEV_STAMP := $(VENV)/.installed-dev
 DEBS_TEST := docker-registry nginx chromium wrk redis-server prometheus faketime prometheus-alertmanager
 DEMO_PORT ?= 8080
 
-.PHONY: help venv venv-dev deps-debian deps-node demo test lint bench bench-micro fuzz clean
+.PHONY: help venv venv-dev deps-debian deps-node demo test test-mypyc lint bench bench-micro fuzz clean
 
 help:
 	@echo "make demo         build + sign the example bundle with a fresh dev key, serve a protected demo GraphQL app"
 	@echo "make test         run the whole test suite (installs venv, Debian and npm test dependencies)"
+	@echo "make test-mypyc   build the opt-in mypyc-compiled wheel (IG_GATE_MYPYC=1), run the request-path tests on it"
 	@echo "make lint         ruff"
 	@echo "make bench        side-by-side overhead benchmark (bare vs protected), writes bench/results/"
 	@echo "make bench-micro  pytest-benchmark micro-benchmarks"
@@ -54,6 +55,11 @@ demo: venv
 test: venv-dev deps-debian deps-node
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --benchmark-disable --durations=20
+
+# The opt-in compiled build (setup.py) against the request-path tests; not part of `make test`, which runs
+# the same tests on the pure-Python modules: mypy and gcc take 1.5-3 min here. Needs gcc, the Python headers.
+test-mypyc: venv-dev
+	IG_GATE_TEST_MYPYC=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/packaging/test_mypyc_build.py
 
 lint: venv-dev
 	$(BIN)/ruff check .

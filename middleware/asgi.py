@@ -131,7 +131,7 @@ class ZeroTrustMiddleware:
                 return
             receive = _replay(body, receive)
             request = GateRequest(method, path, scope["query_string"], headers, client and client[0], body)
-        decision = await self.gate.decide_async(request, session)
+        decision = await self.gate.decide_async(request, session)  # type: ignore[arg-type]
         if decision.passes:
             _set_identity(scope, decision)
             await self.app(scope, receive, send)

@@ -49,10 +49,10 @@ def header_map(raw: RawHeaders | Mapping[str, str] | Mapping[bytes, bytes]) -> H
     """A HeaderMap from ASGI raw pairs or a str mapping (any case); a HeaderMap is returned as is."""
     kind = type(raw)
     if kind is list:  # ASGI servers and the TestClient pass a list
-        headers = HeaderMap(raw)
-        return headers if len(headers) == len(raw) else _merged(raw)
+        headers = HeaderMap(raw)  # type: ignore[arg-type]
+        return headers if len(headers) == len(raw) else _merged(raw)  # type: ignore[arg-type]
     if kind is HeaderMap:
-        return raw
+        return raw  # type: ignore[return-value]
     if isinstance(raw, Mapping):
         pairs = getattr(raw, "raw", None)  # starlette's Headers keeps the raw pairs, repeats included
         if isinstance(pairs, list):

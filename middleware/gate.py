@@ -293,21 +293,24 @@ class Gate:
                 return decision
         except _Deferred as deferred:  # nothing recorded: decide_async asks the remote, then decides
             return deferred
-        except MalformedRequest as exc:
+        # one name per clause: mypyc (setup.py) types an `except ... as` name by its first clause
+        except MalformedRequest as bad:
             decision = self._refusal(
-                BAD_REQUEST, "malformed_request", exc.detail, trace, "malformed" if exc.auth else None
+                BAD_REQUEST, "malformed_request", bad.detail, trace, "malformed" if bad.auth else None
             )
-        except GraphQLRequestError as exc:
-            decision = self._refusal(_UNCLASSIFIABLE[exc.status], "malformed_request", exc.detail, trace)
-        except RiskStoreError as exc:  # the shared store's view cannot prove "no risk event"
-            decision = self._failure("risk_store_unavailable", exc, trace)
+        except GraphQLRequestError as unclassifiable:
+            decision = self._refusal(
+                _UNCLASSIFIABLE[unclassifiable.status], "malformed_request", unclassifiable.detail, trace
+            )
+        except RiskStoreError as unavailable:  # the shared store's view cannot prove "no risk event"
+            decision = self._failure("risk_store_unavailable", unavailable, trace)
         except Exception as exc:  # fail by failure_mode, never a 500
             decision = self._failure("internal_error", exc, trace)
-        except BaseException as exc:  # an engine panic (pyo3 PanicException) must not take the process down
-            if type(exc).__name__ != "PanicException":
+        except BaseException as panic:  # an engine panic (pyo3 PanicException) must not take the process down
+            if type(panic).__name__ != "PanicException":
                 raise
-            decision = self._failure("engine_error", exc, trace)
-        self._record(decision, trace, time.perf_counter() - started, request)
+            decision = self._failure("engine_error", panic, trace)
+        self._record(decision, trace, time.perf_counter() - started, request)  # type: ignore[arg-type]
         return decision
 
     def refuse(self, request: GateRequest, outcome: str, reason: str, detail: str) -> Decision:
@@ -332,9 +335,8 @@ class Gate:
         object beyond the trace)."""
         headers = trace.headers
         if headers is None:  # read once per request (begin() read them for the request it authenticated)
-            headers = request.headers
-            if type(headers) is not HeaderMap:  # the middleware passes one already
-                headers = header_map(headers)
+            raw = request.headers
+            headers = raw if type(raw) is HeaderMap else header_map(raw)  # the middleware passes a HeaderMap
             trace.headers = headers
             length = headers.get(CONTENT_LENGTH)
             if length is not None and length.isdigit():
@@ -342,17 +344,16 @@ class Gate:
         get = headers.get
         session = trace.session
         if session is None:
-            session = self._session(headers, trace)
-            if type(session) is not Session:
-                return session
+            verified = self._session(headers, trace)
+            if type(verified) is not Session:
+                return verified  # type: ignore[return-value]
+            session = verified
             if not whole:
                 return trace
 
         method, content_type = request.method, get(CONTENT_TYPE)
         media = "" if content_type is None else content_type.decode("latin-1")
-        purpose = get(PURPOSE)
-        if purpose is not None:
-            purpose = label(purpose, "X-Purpose header")
+        purpose = label(get(PURPOSE), "X-Purpose header")
         if request.operation is not None:  # classified by the WebSocket guard (middleware/websocket.py)
             op = request.operation
             trace.profile = workload_profile(method, "", op, media)
@@ -378,9 +379,7 @@ class Gate:
         )
         if client.malformed:
             self.metrics.malformed_forwarded()
-        attestation = get(self._device_header)
-        if attestation is not None:
-            attestation = ascii_or_none(attestation)
+        attestation = ascii_or_none(get(self._device_header))
         trace.posture, device_reason = self.devices.assess(attestation, session)
         if device_reason is not None:
             trace.device_reason = device_reason

@@ -253,7 +253,7 @@ def _operations(document: str) -> list[tuple[str, str | None]]:
     kind: str | None = None  # keyword of the definition being read at depth 0
     name: str | None = None
     while True:
-        pos = (_DEEP_SKIP if depth else _TOP_SKIP).match(document, pos).end()
+        pos = (_DEEP_SKIP if depth else _TOP_SKIP).match(document, pos).end()  # type: ignore[union-attr]
         if pos >= end:
             break
         char = document[pos]
@@ -263,10 +263,10 @@ def _operations(document: str) -> list[tuple[str, str | None]]:
                     kind = "query"
                 if kind in OPERATION_TYPES:
                     found.append((kind, name))
-            step = _OPENERS.match(document, pos).end()
+            step = _OPENERS.match(document, pos).end()  # type: ignore[union-attr]
             depth += step - pos
         elif char in "})":
-            step = _CLOSERS.match(document, pos).end()
+            step = _CLOSERS.match(document, pos).end()  # type: ignore[union-attr]
             depth -= step - pos
             if depth < 0:
                 raise GraphQLRequestError("the GraphQL document has an unbalanced '}' or ')'")
@@ -275,11 +275,11 @@ def _operations(document: str) -> list[tuple[str, str | None]]:
         elif char == '"':
             step = _string_end(document, pos)
         elif char == "#":
-            step = _COMMENT.match(document, pos).end()
+            step = _COMMENT.match(document, pos).end()  # type: ignore[union-attr]
         elif char in "@$":
-            step = _SIGIL_NAME.match(document, pos).end()
+            step = _SIGIL_NAME.match(document, pos).end()  # type: ignore[union-attr]
         else:  # a name at depth 0: the definition's keyword, then its name
-            step = _NAME.match(document, pos).end()
+            step = _NAME.match(document, pos).end()  # type: ignore[union-attr]
             if kind is None:
                 kind = document[pos:step]
             elif name is None and kind in OPERATION_TYPES:

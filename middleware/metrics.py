@@ -174,7 +174,7 @@ class GateMetrics:
             return Counter(PREFIX + name, doc, labels, registry=reg)
 
         def gauge(name: str, doc: str, labels: tuple[str, ...], mode: str) -> Gauge:
-            return Gauge(PREFIX + name, doc, labels, registry=reg, multiprocess_mode=mode)
+            return Gauge(PREFIX + name, doc, labels, registry=reg, multiprocess_mode=mode)  # type: ignore[arg-type]
 
         self._decisions = counter(
             "decisions", "Gate decisions.", ("outcome", "reason", "tenant", "profile")
