@@ -288,10 +288,10 @@ class GeoSettings:
 
 @dataclass(frozen=True, slots=True)
 class MemoSettings:
-    """The decision memo (bounded LRU with a short TTL, keyed by bundle revision + input)."""
+    """The decision memo (bounded, oldest entry dropped first, short TTL; keyed by bundle revision + input)."""
 
     enabled: Annotated[bool, Meta(description="Reuse the decision for an identical input.")] = True
-    size: Annotated[PositiveInt, Meta(description="Decisions kept (least recently used dropped).")] = 8192
+    size: Annotated[PositiveInt, Meta(description="Decisions kept (the oldest dropped when full).")] = 8192
     ttl_s: Annotated[Seconds, Meta(description="Seconds a decision is reused.")] = 5.0
 
 
