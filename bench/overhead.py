@@ -70,6 +70,7 @@ class Config:
     shape: str
     needs_sidecar: bool = False
     authenticates_only: bool = False  # decides no policy: every request of the pool carries a valid token
+    by_default: bool = True  # run without --configs (the decomposition configs are asked for by name)
 
 
 CONFIGS = (
@@ -78,6 +79,9 @@ CONFIGS = (
     Config("forward-auth", "sidecar", "forward-auth", needs_sidecar=True),
     Config("coprocessor", "sidecar", "coprocessor", needs_sidecar=True),
     Config("pyjwt", "pyjwt", "direct", authenticates_only=True),
+    # the served cost taken apart: body read + replay alone, then the gate without its decision log
+    Config("passthrough", "passthrough", "direct", by_default=False),
+    Config("middleware-nolog", "middleware_nolog", "direct", by_default=False),
 )
 
 
@@ -93,8 +97,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--stepup", type=float, default=0.0, help="share of step-up (401) requests")
     parser.add_argument("--deny", type=float, default=0.0, help="share of denied (403) requests")
     parser.add_argument("--mutations", type=float, default=0.25, help="share of mutations among allowed")
-    parser.add_argument("--configs", default=",".join(c.name for c in CONFIGS),
-                        help="comma-separated configs to run (default: all available)")
+    parser.add_argument("--configs", default=",".join(c.name for c in CONFIGS if c.by_default),
+                        help="comma-separated configs to run (default: all available but passthrough and "
+                        "middleware-nolog, which take the served cost apart)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results directory")
     parser.add_argument("--profile", action="store_true",
                         help="after the measured rounds, one py-spy sampled saturation run per config")

@@ -4,6 +4,9 @@ Each factory reads the demo config path from $IG_BENCH_CONFIG (written by `ig_ga
 
 - `bare`: the demo GraphQL app alone;
 - `middleware`: the demo app behind ZeroTrustMiddleware (metrics and decision log as configured);
+- `middleware_nolog`: the same with the decision log off (what the log costs, served);
+- `passthrough`: the demo app behind a pure-ASGI middleware that only reads the body and replays it (what any
+  body-inspecting middleware costs in ASGI plumbing, before deciding anything);
 - `pyjwt`: the demo app behind what users write by hand instead (bench/handwritten.py: pyjwt on every
   request);
 - `sidecar`: the sidecar service (forward-auth `/authz`, Apollo coprocessor, ...) on the same config;
@@ -12,6 +15,7 @@ Each factory reads the demo config path from $IG_BENCH_CONFIG (written by `ig_ga
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
@@ -43,6 +47,41 @@ def bare() -> Any:
 def middleware() -> Any:
     """The demo app behind ZeroTrustMiddleware."""
     return ZeroTrustMiddleware(create_app(), config=_env_path(CONFIG_ENV))
+
+
+def middleware_nolog() -> Any:
+    """The demo app behind ZeroTrustMiddleware with the decision log off."""
+    from ig_gate.middleware.settings import load_settings
+
+    settings = load_settings(_env_path(CONFIG_ENV))
+    quiet = dataclasses.replace(settings, decision_log=dataclasses.replace(settings.decision_log, path=None))
+    return ZeroTrustMiddleware(create_app(), config=quiet)
+
+
+def passthrough() -> Any:
+    """The demo app behind a middleware that reads the whole body and hands the app a replaying receive."""
+    app = create_app()
+
+    async def read_and_replay(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await app(scope, replay, send)
+
+    return read_and_replay
 
 
 def pyjwt() -> Any:

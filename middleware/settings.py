@@ -288,7 +288,7 @@ class GeoSettings:
 
 @dataclass(frozen=True, slots=True)
 class MemoSettings:
-    """The decision memo (bounded, oldest entry dropped first, short TTL; keyed by bundle revision + input)."""
+    """The decision memo (bounded, oldest entry dropped first, short TTL; keyed by revision + input)."""
 
     enabled: Annotated[bool, Meta(description="Reuse the decision for an identical input.")] = True
     size: Annotated[PositiveInt, Meta(description="Decisions kept (the oldest dropped when full).")] = 8192
