@@ -83,7 +83,8 @@ _LOG_EVERY_S = 10.0
 _MAX_FLAGGED = 65_536  # subjects remembered as currently flagged for impossible travel
 # builds a NamedTuple from all its fields without the generated __new__ (~0.2 µs less per call, hot path);
 # keyword construction (Decision(outcome=...), Identity, a NamedTuple memo key) measured +2.5-3 µs on the
-# warm path (bench/test_middleware_path.py, min of 3 runs), so the fields go in declaration order
+# warm path (bench/test_middleware_path.py, min of 3 runs), so the allowed path's fields go in declaration
+# order; refusals and failures (not the warm path) build theirs by field name
 _new = tuple.__new__
 
 
@@ -505,15 +506,14 @@ class Gate:
         snapshot = self._snapshot
         trace.revision = snapshot.revision if snapshot is not None else None
         return Decision(
-            outcome,
-            (reason,),
-            self._ids.next(),
-            trace.revision,
-            False,
-            trace.graphql,
-            None,
-            token_error,
-            detail,
+            outcome=outcome,
+            reasons=(reason,),
+            decision_id=self._ids.next(),
+            revision=trace.revision,
+            passes=False,
+            graphql=trace.graphql,
+            token_error=token_error,
+            detail=detail,
         )
 
     def _report_anomaly(self, session: Session, country: str | None) -> None:
@@ -541,14 +541,13 @@ class Gate:
         passes = self._open and trace.session is not None
         identity = _identity(trace, decision_id) if passes else None
         return Decision(
-            ERROR,
-            (kind,),
-            decision_id,
-            trace.revision,
-            passes,
-            trace.graphql,
-            identity,
-            None,
+            outcome=ERROR,
+            reasons=(kind,),
+            decision_id=decision_id,
+            revision=trace.revision,
+            passes=passes,
+            graphql=trace.graphql,
+            identity=identity,
         )
 
     def _log_failure(self, kind: str, exc: BaseException | None) -> None:
