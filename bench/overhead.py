@@ -82,6 +82,8 @@ CONFIGS = (
     # the served cost taken apart: body read + replay alone, then the gate without its decision log
     Config("passthrough", "passthrough", "direct", by_default=False),
     Config("middleware-nolog", "middleware_nolog", "direct", by_default=False),
+    # a control: unrelated stdlib code as costly in process as the gate (bench/wire_replay.py), served
+    Config("stdlib-control", "stdlib_control", "direct", by_default=False),
 )
 
 
@@ -98,8 +100,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--deny", type=float, default=0.0, help="share of denied (403) requests")
     parser.add_argument("--mutations", type=float, default=0.25, help="share of mutations among allowed")
     parser.add_argument("--configs", default=",".join(c.name for c in CONFIGS if c.by_default),
-                        help="comma-separated configs to run (default: all available but passthrough and "
-                        "middleware-nolog, which take the served cost apart)")
+                        help="comma-separated configs to run (default: all available but passthrough, "
+                        "middleware-nolog and stdlib-control, which take the served cost apart)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="results directory")
     parser.add_argument("--profile", action="store_true",
                         help="after the measured rounds, one py-spy sampled saturation run per config")

@@ -7,6 +7,8 @@ Each factory reads the demo config path from $IG_BENCH_CONFIG (written by `ig_ga
 - `middleware_nolog`: the same with the decision log off (what the log costs, served);
 - `passthrough`: the demo app behind a pure-ASGI middleware that only reads the body and replays it (what any
   body-inspecting middleware costs in ASGI plumbing, before deciding anything);
+- `stdlib_control`: the demo app behind unrelated pure-Python stdlib calls costing in process about what the
+  gate does (~30 µs): what any Python code of that size costs served (a control for the gate's figure);
 - `pyjwt`: the demo app behind what users write by hand instead (bench/handwritten.py: pyjwt on every
   request);
 - `sidecar`: the sidecar service (forward-auth `/authz`, Apollo coprocessor, ...) on the same config;
@@ -16,8 +18,14 @@ Each factory reads the demo config path from $IG_BENCH_CONFIG (written by `ig_ga
 from __future__ import annotations
 
 import dataclasses
+import email.utils
+import fractions
 import importlib.util
+import ipaddress
 import os
+import shlex
+import string
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +90,33 @@ def passthrough() -> Any:
         await app(scope, replay, send)
 
     return read_and_replay
+
+
+def stdlib_work() -> None:
+    """Unrelated pure-Python stdlib calls, ~30 µs in process (bench/wire_replay.py): the gate's own size."""
+    _ = ipaddress.ip_address("8.8.8.8").is_private
+    urllib.parse.urlsplit("https://a.example/x/y?z=1#f")
+    urllib.parse.parse_qsl("a=1&b=2&c=3")
+    email.utils.parsedate_to_datetime("Thu, 03 Dec 2026 16:40:42 GMT")
+    _ = fractions.Fraction(3, 7) + fractions.Fraction(1, 3)
+    shlex.split("a 'b c' d")
+    string.Template("$a and $b").substitute(a=1, b=2)
+
+
+def after_stdlib_work(app: Any) -> Any:
+    """`app`, with stdlib_work() done first on every HTTP request."""
+
+    async def control(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            stdlib_work()
+        await app(scope, receive, send)
+
+    return control
+
+
+def stdlib_control() -> Any:
+    """The demo app behind stdlib_work() on every request (nothing decided)."""
+    return after_stdlib_work(create_app())
 
 
 def pyjwt() -> Any:

@@ -3,18 +3,21 @@ built from: the request mix, wrk's result line, the per-round pairing of ratios.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bench import targets
 from bench.profiling import read_profile
 from bench.serving import REPO
 from bench.summary import Spread, summarize, unexpected_statuses
-from bench.traffic import Mix, client_pool, expected_statuses, wire_pool
+from bench.traffic import Mix, WireRequest, client_pool, expected_statuses, wire_pool
 from bench.wrkrun import WrkError, WrkResult, parse
 from ig_gate.sidecar.devidp import DevIdP, DevKey
 
@@ -146,3 +149,30 @@ def test_profile_steps_charge_each_sample_to_its_innermost_step_and_the_app_apar
         "gate bookkeeping (trace, ids, record)": 0.1, "decision-log writer thread": 0.1,
         "path normalisation": 0.05,
     }
+
+
+def test_stdlib_control_answers_every_pool_request_as_the_bare_app_does(idp: DevIdP) -> None:
+    """The control config changes the cost, never the answer: same status and body as the bare app."""
+
+    async def answer(app: Any, request: WireRequest) -> tuple[int, bytes]:
+        sent: list[dict[str, Any]] = []
+        headers = [(k.lower().encode(), v.encode()) for k, v in request.headers]
+        scope = {
+            "type": "http", "method": request.method, "path": request.path, "raw_path": request.path.encode(),
+            "query_string": b"", "headers": headers, "root_path": "", "scheme": "http", "state": {},
+        }  # fmt: skip
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": request.body.encode(), "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope, receive, send)
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    control, bare = targets.stdlib_control(), targets.bare()
+    for request in wire_pool(client_pool(idp, Mix()), "direct")[:8]:
+        expected = asyncio.run(answer(bare, request))
+        assert expected[0] == 200
+        assert asyncio.run(answer(control, request)) == expected
