@@ -20,15 +20,15 @@ from ig_gate.middleware.simulate import plot, read_trace, simulate
 def _simulate(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config, env={})
+        if args.component and args.component not in settings.autoscale.profiles:
+            print(f"ig-gate: --component: {args.component!r} is not in autoscale.profiles", file=sys.stderr)
+            return 1
         sim = simulate(
             read_trace(args.trace), settings, component=args.component, start=args.start,
             startup_min=args.startup_min, drain_min=args.drain_min, pod_minute_cost=args.pod_minute_cost,
         )
     except IgGateError as exc:
         print(f"ig-gate: {exc}", file=sys.stderr)
-        return 1
-    except KeyError as exc:
-        print(f"ig-gate: --component: {exc.args[0]!r} is not in autoscale.profiles", file=sys.stderr)
         return 1
     out = args.plot or Path(args.trace).with_suffix(".png")
     plot(sim, out, Path(args.trace).stem)
