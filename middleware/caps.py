@@ -100,9 +100,6 @@ class TenantCaps:
         self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # this process, in Redis
         self.synced: bool | None = None if redis is None else False
 
-    def __bool__(self) -> bool:
-        return bool(self._buckets)
-
     def take(self, tenant: str | None, profile: str) -> bool:
         """False when the tenant is over its cap for this profile (the refusal is counted)."""
         bucket = self._buckets.get((tenant, profile))  # type: ignore[arg-type]

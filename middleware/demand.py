@@ -42,9 +42,8 @@ class RouteLabels:
     """Path -> bounded route label: an exact GraphQL path, a matching template, else `other`."""
 
     def __init__(self, exact: Iterable[str], templates: Iterable[str]) -> None:
-        self._exact = {path: path for path in exact}
         self._templates = [(t, re.compile(_template_regex(t))) for t in templates]
-        self._cache: dict[str, str] = dict(self._exact)
+        self._cache: dict[str, str] = {path: path for path in exact}
 
     def __call__(self, path: str) -> str:
         try:
@@ -54,10 +53,6 @@ class RouteLabels:
             if len(self._cache) < _ROUTE_CACHE:
                 self._cache[path] = route
             return route
-
-    @property
-    def values(self) -> list[str]:
-        return [*self._exact, *(t for t, _ in self._templates), OTHER]
 
 
 def _template_regex(template: str) -> str:
