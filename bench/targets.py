@@ -67,27 +67,18 @@ def middleware_nolog() -> Any:
 
 
 def passthrough() -> Any:
-    """The demo app behind a middleware that reads the whole body and hands the app a replaying receive."""
+    """The demo app behind a middleware that reads the whole body and hands the app a replaying receive, with
+    the middleware's own body reader and replay (what its ASGI plumbing costs before deciding anything)."""
+    from ig_gate.middleware.asgi import _replay
+    from ig_gate.middleware.asgi_body import read_body
+
     app = create_app()
 
     async def read_and_replay(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await app(scope, receive, send)
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body, replayed = b"".join(chunks), False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await app(scope, replay, send)
+        body = await read_body(receive, 1 << 20)
+        await app(scope, _replay(body or b"", receive), send)
 
     return read_and_replay
 
