@@ -29,8 +29,12 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
+from http import HTTPStatus
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ig_gate.middleware.compose import GateSystem, compose
@@ -76,7 +80,8 @@ def create_app(
     for extension in extensions:
         routes.extend(extension.routes)
     admin = Starlette(
-        routes=[*ops.admin_routes(sidecar), *opa_api.routes(sidecar), *autoscale_api.routes(sidecar)]
+        routes=[*ops.admin_routes(sidecar), *opa_api.routes(sidecar), *autoscale_api.routes(sidecar)],
+        exception_handlers={HTTPException: _json_http_error},  # an unrouted path: JSON, as every answer
     )
     guarded = admin_auth(admin, settings.server, gate.key_sets.get("identity"), settings.identity)
 
@@ -100,6 +105,13 @@ def create_app(
     app.state.sidecar = sidecar
     app.set_admin(guarded, settings.server.admin_port)
     return app
+
+
+async def _json_http_error(request: Request, exc: Exception) -> Response:
+    """The admin listener's 404/405 in OPA's error shape (Starlette's default is plain text)."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: "resource_not_found", 405: "method_not_allowed"}.get(status, "internal_error")
+    return JSONResponse({"code": code, "message": HTTPStatus(status).phrase}, status_code=status)
 
 
 class SidecarApp(Starlette):
