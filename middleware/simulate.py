@@ -34,9 +34,9 @@ from pathlib import Path
 
 from ig_gate.errors import IgGateError
 from ig_gate.middleware.autoscale import Recommender, capacity_of, pod_load
+from ig_gate.middleware.metrics import PROFILES
 from ig_gate.middleware.settings import ScheduledEvent, Settings
 
-PROFILES = ("read", "write", "subscription", "ingest")
 _EPS = 1e-9
 
 
