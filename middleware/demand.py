@@ -31,7 +31,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from ig_gate.middleware.metrics import NONE, OTHER, PREFIX, PROFILES
+from ig_gate.middleware.metrics import OTHER, PREFIX, PROFILES, label_table
 
 SUBSCRIPTION = "subscription"
 _ROUTE_CACHE = 4096  # distinct paths whose route label is remembered; beyond, it is computed each time
@@ -71,8 +71,7 @@ class DemandMeter:
         half_life_s: float,
     ) -> None:
         self.routes = routes
-        self._tenants: dict[str | None, str] = {t: t for t in tenants}
-        self._tenants[None] = self._tenants[""] = NONE
+        self._tenants = label_table(tenants)
         self._half_life = half_life_s
         self._counts: dict[Key, int] = {}
         self._open: dict[tuple[str, str], int] = {}

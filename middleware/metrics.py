@@ -116,7 +116,7 @@ class _Flush:
         return iter(())
 
 
-def _bounded(values: Iterable[str]) -> dict[str | None, str]:
+def label_table(values: Iterable[str]) -> dict[str | None, str]:
     """A lookup table value -> label value; a miss means "other"."""
     table: dict[str | None, str] = {v: v for v in values}
     table[None] = table[""] = NONE
@@ -157,10 +157,10 @@ class GateMetrics:
         if multiprocess is None:
             multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.multiprocess = multiprocess
-        self._tenants = _bounded(tenants)
-        self._reasons = _bounded(reasons)
-        self._outcomes = _bounded(OUTCOMES)
-        self._profiles = _bounded(PROFILES)
+        self._tenants = label_table(tenants)
+        self._reasons = label_table(reasons)
+        self._outcomes = label_table(OUTCOMES)
+        self._profiles = label_table(PROFILES)
         reg = self.registry
         # (outcome, reason, tenant, profile, size) and seconds per decision; True/False per memo lookup
         self._pending: deque[tuple[Any, ...]] = deque()

@@ -35,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ig_gate.middleware.autoscale import Recommendation, Recommender, recommenders
 from ig_gate.middleware.caps import KEY_PREFIX, SYNC_S, TenantCaps
 from ig_gate.middleware.demand import DemandMeter, RouteLabels
-from ig_gate.middleware.metrics import OTHER, PREFIX
+from ig_gate.middleware.metrics import OTHER, PREFIX, label_table
 from ig_gate.middleware.settings import Settings
 
 log = logging.getLogger("ig_gate.workload")
@@ -56,7 +56,7 @@ class Workload:
             registry, RouteLabels(settings.graphql.paths, auto.routes), tenants, auto.ewma_half_life_s
         )
         self.recommenders: dict[str, Recommender] = recommenders(auto)
-        self._tenant_label = {t: t for t in tenants}
+        self._tenant_label = label_table(tenants)
         self._metrics(registry)
         self._seen_refused: dict[tuple[str, str], int] = dict.fromkeys(self.caps.refused, 0)
         self._stop = threading.Event()
