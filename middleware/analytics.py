@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge
 
 from ig_gate.errors import IgGateError
-from ig_gate.middleware.metrics import PREFIX
+from ig_gate.middleware.metrics import OUTCOMES, PREFIX
 from ig_gate.middleware.settings import CostSettings
 
 WEEKS = 4
@@ -162,7 +162,6 @@ def anomalies(
 
 # -- the monthly report --------------------------------------------------------------------------------
 
-OUTCOME_COLUMNS = ("allow", "stepup", "deny", "unauthenticated", "too_many_requests", "error")
 AVAILABILITY_BUDGET = 0.001  # as the SLO of the recording rules
 
 
@@ -195,7 +194,7 @@ def build_report(
     for tenant in names:
         mine = {(p, o): v for (t, p, o), v in data.decisions.items() if t == tenant}
         by_profile = {p: sum(v for (q, _), v in mine.items() if q == p) for p in PRICED_UNITS}
-        by_outcome = {o: sum(v for (_, q), v in mine.items() if q == o) for o in OUTCOME_COLUMNS}
+        by_outcome = {o: sum(v for (_, q), v in mine.items() if q == o) for o in OUTCOMES}
         calls = sum(mine.values())
         series = data.hourly.get(tenant, {})
         active = sorted(t for t, v in series.items() if month.start <= t <= month.end and v > 0)

@@ -21,7 +21,6 @@ import requests
 
 from ig_gate.errors import IgGateError
 from ig_gate.middleware.analytics import (
-    OUTCOME_COLUMNS,
     WEEK,
     WEEKS,
     AnalyticsError,
@@ -31,13 +30,14 @@ from ig_gate.middleware.analytics import (
     daily_calls,
     month_window,
 )
+from ig_gate.middleware.metrics import OUTCOMES
 from ig_gate.middleware.settings import ConfigError, CostSettings, load_settings
 
 FAILED, USAGE = 1, 2
 QUANTILES = ("0.5", "0.95", "0.99")
 CSV_COLUMNS = (
     "tenant", "has_data", "calls", "read_calls", "write_calls", "subscription_calls", "ingest_calls",
-    *OUTCOME_COLUMNS, "error_ratio", "availability_budget_burn",
+    *OUTCOMES, "error_ratio", "availability_budget_burn",
     "subscription_minutes", "ingest_mb", "cost", "first_seen", "last_seen", "coverage", "anomalies",
 )
 
@@ -153,7 +153,7 @@ def _charts(report: dict[str, Any], data: MonthData, month: Month, out: Path) ->
     fig = Figure(figsize=(9, 4), layout="constrained")
     ax = fig.subplots()
     bottom = [0.0] * len(rows)
-    for outcome in OUTCOME_COLUMNS:
+    for outcome in OUTCOMES:
         values = [r[outcome] for r in rows]
         ax.bar(tenants, values, bottom=bottom, label=outcome)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
