@@ -265,7 +265,8 @@ class BundleManager:
                 return False
             with self._lock:
                 self._swap(snapshot, record.source, record.oci_digest, record.channel)
-            self._activated(snapshot, f"{record.source} (last-good in {self.store.state_dir})")
+            source = f"{record.source} (last-good in {self.store.state_dir})"
+            log_activation(snapshot, source, self.on_activate)
             return True
 
     # -- polling -------------------------------------------------------------------------------
@@ -423,17 +424,7 @@ class BundleManager:
             self._state.last_error = None
         self._publish_floor()
         self._emit("activated", f"{candidate.source} version={verified.version} revision={verified.revision}")
-        self._activated(candidate.snapshot, candidate.source)
-
-    def _activated(self, snapshot: PolicySnapshot, source: str) -> None:
-        """One log line, then the on_activate hook (metrics), for a snapshot just swapped in."""
-        log_activation(snapshot, source)
-        if self.on_activate is None:
-            return
-        try:
-            self.on_activate(snapshot, source)
-        except Exception:
-            log.exception("bundle activation hook failed")
+        log_activation(candidate.snapshot, candidate.source, self.on_activate)
 
     def _swap(
         self, snapshot: PolicySnapshot, source: str, oci_digest: str | None, channel: str | None

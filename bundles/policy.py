@@ -64,17 +64,19 @@ ActivationHook = Callable[[PolicySnapshot, str], None]
 _activations = logging.getLogger("ig_gate")
 
 
-def log_activation(snapshot: PolicySnapshot, source: str) -> None:
+def log_activation(snapshot: PolicySnapshot, source: str, hook: ActivationHook | None = None) -> None:
     """The one INFO line on logger `ig_gate` per activation: version, digest, signing key id, source (a file
-    path, `registry/repo@sha256:...`); a JSON log carries the same as fields (middleware/logs.py)."""
+    path, `registry/repo@sha256:...`); a JSON log carries the same as fields (middleware/logs.py). Then
+    `hook(snapshot, source)` when given (metrics); a failing hook is logged, not raised."""
     verified = snapshot.verified
-    signer = "(unsigned)" if verified.signature is None else verified.signature.key_id or "(no key id)"
+    key_id = verified.signature.key_id if verified.signature is not None else None
+    signer = "(unsigned)" if verified.signature is None else key_id or "(no key id)"
     fields = {
         "event": "bundle_activated",
         "version": verified.version,
         "revision": snapshot.revision,
         "digest": snapshot.digest,
-        "key_id": verified.signature.key_id if verified.signature is not None else None,
+        "key_id": key_id,
         "source": source,
     }
     _activations.info(
@@ -82,3 +84,9 @@ def log_activation(snapshot: PolicySnapshot, source: str) -> None:
         fields["version"] or "(none)", fields["digest"], signer, source,
         extra={"ig_gate": fields},
     )
+    if hook is None:
+        return
+    try:
+        hook(snapshot, source)
+    except Exception:
+        _activations.exception("bundle activation hook failed")

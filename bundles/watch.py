@@ -73,12 +73,7 @@ class BundleFile:
             if self._active is not None and snapshot.digest == self._active.digest:
                 return True  # touched, not changed
             self._active, self.reason = snapshot, None
-        log_activation(snapshot, str(self.path))
-        if self.on_activate is not None:
-            try:
-                self.on_activate(snapshot, str(self.path))
-            except Exception:
-                log.exception("bundle activation hook failed")
+        log_activation(snapshot, str(self.path), self.on_activate)
         return True
 
     def _load(self) -> PolicySnapshot:
