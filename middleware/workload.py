@@ -33,13 +33,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ig_gate.middleware.autoscale import Recommendation, Recommender, recommenders
-from ig_gate.middleware.caps import KEY_PREFIX, SYNC_S, TenantCaps
+from ig_gate.middleware.caps import SYNC_S, TenantCaps
 from ig_gate.middleware.demand import DemandMeter, RouteLabels
 from ig_gate.middleware.metrics import OTHER, PREFIX, label_table
 from ig_gate.middleware.settings import Settings
 
 log = logging.getLogger("ig_gate.workload")
-DEMAND_KEY = KEY_PREFIX.replace(":caps:", ":demand")
+DEMAND_KEY = "ig-gate:demand"  # one field per process: its demand and when it was published
 
 
 class Workload:
