@@ -2,7 +2,8 @@
 
 For `make demo` and local experiments only. The issuer and audience come from the config (`.demo/ig-gate.yaml`
 by default), the signing keys from `keys/idp.key` and `keys/mdm.key` beside it, their key ids from the JWKS
-files the config names. Tokens are stamped with the current time (`auth_time` too: a fresh login), so a
+files the config names; the config is read as the gate reads it (load_settings, `IG_GATE_*` too).
+Tokens are stamped with the current time (`auth_time` too: a fresh login), so a
 step-up token minted now satisfies `max_age` now. Prints the token alone on stdout.
 
 This module is also runnable on its own (`python -m ig_gate.sidecar.dev_cli token ...`, what the demo's
@@ -18,9 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ig_gate.errors import IgGateError, describe
+from ig_gate.middleware.settings import ConfigError, load_settings
 from ig_gate.sidecar.devidp import DevIdP, DevKey
 
 DEFAULT_CONFIG = Path(".demo/ig-gate.yaml")
@@ -31,13 +31,6 @@ class DevTokenError(IgGateError):
     """The demo config or keys cannot be read."""
 
     label = "cannot mint a development token"
-
-
-def _section(config: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
-    section = config.get(name)
-    if not isinstance(section, dict):
-        raise DevTokenError(f"{path}: no `{name}` section")
-    return section
 
 
 def _key(path: Path, jwks_path: Path) -> DevKey:
@@ -52,21 +45,19 @@ def _key(path: Path, jwks_path: Path) -> DevKey:
 
 
 def load_idp(config_path: Path) -> DevIdP:
-    """A DevIdP over the demo keys beside `config_path`, with its issuer and audience."""
+    """A DevIdP over the demo keys beside `config_path`, with the issuer and audience the gate reads from it
+    (load_settings: the file, then `IG_GATE_*` variables)."""
     try:
-        config = yaml.safe_load(config_path.read_text()) or {}
-    except OSError as exc:
-        raise DevTokenError(f"{config_path}: {exc.strerror} (run `make demo` first)") from None
-    except yaml.YAMLError as exc:
-        raise DevTokenError(f"{config_path}: not YAML ({exc})") from None
-    if not isinstance(config, dict):
-        raise DevTokenError(f"{config_path}: not a mapping")
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        raise DevTokenError(f"{exc} (run `make demo` first)") from None
+    identity, device = settings.identity, settings.device
+    if not identity.jwks or not device.attestation_jwks:
+        raise DevTokenError(f"{config_path}: identity.jwks and device.attestation_jwks must name JWKS files")
     base = config_path.parent
-    identity = _section(config, "identity", config_path)
-    device = _section(config, "device", config_path)
-    session_key = _key(base / "keys" / "idp.key", base / str(identity.get("jwks")))
-    device_key = _key(base / "keys" / "mdm.key", base / str(device.get("attestation_jwks")))
-    return DevIdP(session_key, device_key, str(identity.get("issuer")), str(identity.get("audience")))
+    session_key = _key(base / "keys" / "idp.key", Path(identity.jwks))
+    device_key = _key(base / "keys" / "mdm.key", Path(device.attestation_jwks))
+    return DevIdP(session_key, device_key, identity.issuer, identity.audience)
 
 
 def _token(args: argparse.Namespace) -> str:
