@@ -312,6 +312,14 @@ def _sha256(data: bytes) -> str:
 _DECISION_BODY = b'{"decision_id":%s%s%s%06dZ%s%s"'
 
 
+def _id_json(decision_id: Any) -> bytes:
+    """A decision id as JSON (_redacted_json): letters, digits and "-" (the gate's ids) are neither redacted
+    (a bearer token has a space, a JWT dots) nor escaped, and are quoted as they are."""
+    if type(decision_id) is str and decision_id.replace("-", "").isalnum():
+        return b'"%s"' % decision_id.encode()
+    return _redacted_json(decision_id)
+
+
 def _sealed(body: bytes) -> tuple[bytes, bytes]:
     """The line from its body (up to prev_hash's closing quote) with entry_hash, the SHA-256 of the body
     closed with `}`, and its newline; and the line's own hash (hex, without the newline), the next line's
@@ -371,7 +379,7 @@ class ChainWriter:
         labels = get("labels")
         extras = {k: v for k, v in entry.items() if k not in _KNOWN_KEYS}
         return self._chained((
-            b'{"decision_id":', _redacted_json(get("decision_id")),
+            b'{"decision_id":', _id_json(get("decision_id")),
             b',"path":', self._text(get("path", DEFAULT_PATH)),
             b',"input":', self._part(get("input")),
             b',"result":', self._part(get("result")),
@@ -388,7 +396,7 @@ class ChainWriter:
         middle = self._middle(path, self._part(input), self._part(result), revision)
         second, micros = divmod(round(ts * 1_000_000), 1_000_000)
         return _sealed(_DECISION_BODY % (
-            _redacted_json(decision_id), middle, self._timestamp.date(second), micros, self._suffix(outcome),
+            _id_json(decision_id), middle, self._timestamp.date(second), micros, self._suffix(outcome),
             self._prev_hash,
         ))  # fmt: skip
 
@@ -401,12 +409,7 @@ class ChainWriter:
         lines: list[bytes] = []
         for ts, decision_id, path, document, result, revision, outcome in zip(*columns, strict=True):
             try:
-                # letters, digits and "-" (the gate's ids): neither redacted (a bearer token has a space, a
-                # JWT dots) nor escaped in JSON
-                if type(decision_id) is str and decision_id.replace("-", "").isalnum():
-                    id_json = b'"%s"' % decision_id.encode()
-                else:
-                    id_json = _redacted_json(decision_id)
+                id_json = _id_json(decision_id)
                 try:
                     middle = middles[path, document, result, revision]
                 except (KeyError, TypeError):
