@@ -58,6 +58,7 @@ HEADER = struct.Struct("<IBQ")  # payload length, flags, flush number
 FLUSH, SYNC = 1, 2  # header flags: flush and publish the flush number; fsync too
 COUNTS = struct.Struct("<QQQ")  # shared page: written, failed, last flush number
 RESTART_S = 1.0  # the shortest time between two child starts
+FLUSH_WAIT_S = 30.0  # the longest a flush waits for the child (the caller's own timeout is shorter)
 PIPE_BYTES = 1 << 20  # asked for the pipe (Linux F_SETPIPE_SZ; capped by /proc/sys/fs/pipe-max-size)
 _F_SETPIPE_SZ = 1031
 
@@ -288,8 +289,6 @@ class WriterProcess:
                     log.exception("decision log %s: writing to the writer process failed", self.path)
                 return False
         return True
-
-FLUSH_WAIT_S = 30.0  # the longest a flush waits for the child (the caller's own timeout is shorter)
 
 
 def _marshals(entry: tuple[Any, ...]) -> bool:
