@@ -1,6 +1,7 @@
 """A bundle file as a policy source that follows the file, as `opa run --watch` does.
 
-`BundleFile.reload()` reads, verifies, checks `bundle.min_version` and compiles the file, then swaps it in
+`BundleFile.reload()` reads, verifies, checks `bundle.min_version` and that it is not older than the active
+bundle (bundles/rollback.py: a restart may step down, a reload never), compiles the file, then swaps it in
 (one reference: a reader sees the old snapshot or the new one). Anything that fails keeps the last good
 bundle and says why (one WARNING line, and `reason` while nothing is active). `start()` polls the file's
 (mtime, size, inode) every `interval_s` in a daemon thread and reloads when they change, so a file copied
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ig_gate.bundles.errors import BundleError
 from ig_gate.bundles.policy import ActivationHook, PolicySnapshot, log_activation
-from ig_gate.bundles.rollback import check_min_version
+from ig_gate.bundles.rollback import check_min_version, check_rollback
 from ig_gate.bundles.ticker import Ticker
 from ig_gate.bundles.verify import VerifyOptions, verify_bundle
 
@@ -83,6 +84,8 @@ class BundleFile:
         except BundleError as exc:
             raise type(exc)(f"{self.path}: {exc}") from exc
         check_min_version(verified.version, self.min_version, str(self.path))
+        active = self._active  # never step down to an older release by a validly signed file (a restart may)
+        check_rollback(verified.version, active.verified.version if active else None, None, str(self.path))
         return PolicySnapshot.from_verified(verified)
 
     def _refused(self, why: str) -> None:
