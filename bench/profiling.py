@@ -19,7 +19,7 @@ SERVER = "server, outside the middleware (uvicorn, event loop)"
 # the step of the request path a sample is charged to: the innermost frame of its stack that one of these
 # names (a function-name prefix); the first matching step wins for a frame
 STEPS = (
-    ("decision-log writer thread", ("DecisionLog._run ", "DecisionLog._write ")),
+    ("decision-log writer thread", ("DecisionLog._run ",)),  # the feeder thread with the writer process
     ("decision-log append", ("DecisionLog.append",)),
     ("metrics record", ("GateMetrics.",)),
     ("path normalisation", ("normalise_scope ",)),
